@@ -1,0 +1,104 @@
+"""Writing outputs atomically and saving/loading standard ``save_pretrained`` checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+
+from stages.common.data import DataError, content_sha256
+
+PROVENANCE_FILE = "provenance.json"
+
+
+@contextlib.contextmanager
+def atomic_output(target: Path) -> Iterator[Path]:
+    """Yield a staging path beside ``target``; on success it replaces ``target``, on error it vanishes.
+
+    A kill leaves at most a hidden ``.NAME.partial-PID`` beside the target, which the next
+    atomic_output for the same target removes; the target itself is never half-written.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.partial-*"):
+        _remove(stale)
+    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
+    try:
+        yield staging
+    except BaseException:
+        _remove(staging)
+        raise
+    _remove(target)
+    os.replace(staging, target)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` as sorted, indented JSON, atomically."""
+    with atomic_output(Path(path)) as staging:
+        staging.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def save_checkpoint(model: Any, tokenizer: Any, target: Path, provenance: dict[str, Any]) -> None:
+    """Save model (safetensors), config, tokenizer and provenance as one atomic directory.
+
+    The config names the plain transformers class the weights load into (``saved_architecture``),
+    so nothing downstream needs this project's code.
+    """
+    with atomic_output(Path(target)) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        architecture = getattr(model, "saved_architecture", None)
+        if architecture:
+            config_file = staging / "config.json"
+            config = json.loads(config_file.read_text())
+            config["architectures"] = [architecture]
+            config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+
+
+def verify_checkpoint(path: Path, stage: str) -> str:
+    """Check that ``path`` is a complete, readable checkpoint; return its content sha256.
+
+    Catches a missing directory, a missing file and a truncated or corrupted safetensors file
+    before any training starts.
+    """
+    path = Path(path)
+    fix = f"rebuild it with `dvc repro --force {stage}`"
+    if not path.is_dir():
+        raise DataError(f"{path}: checkpoint missing; {fix}")
+    for name in ("config.json", "model.safetensors"):
+        if not (path / name).is_file():
+            raise DataError(f"{path}: checkpoint has no {name}; {fix}")
+    try:
+        _check_safetensors(path / "model.safetensors")
+    except Exception as err:  # noqa: BLE001 - any failure to read means the same to the user
+        raise DataError(f"{path}/model.safetensors is truncated or corrupt ({err}); {fix}") from None
+    return content_sha256(path)
+
+
+def _check_safetensors(path: Path) -> None:
+    """The header parses and the file is exactly as long as the tensors it declares."""
+    with open(path, "rb") as handle:
+        header_length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_length).decode("utf-8"))
+    data_end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"),
+                   default=0)
+    expected = 8 + header_length + data_end
+    actual = path.stat().st_size
+    if actual != expected:
+        raise ValueError(f"{actual} bytes on disk, header declares {expected}")
+    with safe_open(str(path), framework="pt"):
+        pass

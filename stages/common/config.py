@@ -1,0 +1,304 @@
+"""Typed, strict configuration loaded from ``params.yaml``.
+
+Every section of ``params.yaml`` maps to one class below; the dvc.yaml stage, its params section,
+its module ``stages/<name>.py`` and its config class share one name. Loading validates the whole
+file at once and raises :class:`ConfigError` listing every problem with its key, so a typo in
+``pretrain_sup`` is reported before ``prepare`` spends any compute.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BUILTIN_LABELED = ("rotten_tomatoes", "bbc_news")
+BUILTIN_UNLABELED = ("rotten_tomatoes", "bbc_news")
+BUILTIN_MODELS = ("all-minilm-l6-v2",)
+LAMBDA_SCHEDULES = ("constant", "linear_decay", "cosine_decay", "exponential_decay")
+# A Hugging Face Hub id: "name" or "org/name" (letters, digits, '-', '_', '.').
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class ConfigError(ValueError):
+    """Raised when params.yaml is missing, unreadable or invalid; the message lists every problem."""
+
+
+class Section(BaseModel):
+    """Base of every section: unknown keys and silent type coercion are errors."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+class DataConfig(Section):
+    """Where the labeled task and the masked-LM text come from."""
+
+    labeled: str = Field(
+        description="builtin:rotten_tomatoes, builtin:bbc_news, or a path to a CSV/TSV/JSONL/Parquet "
+        "file or a datasets save_to_disk directory"
+    )
+    text_column: str = Field("text", description="column holding the text in labeled/unlabeled files")
+    label_column: str = Field("label", description="column holding the label in the labeled file")
+    labels: list[str] | None = Field(
+        None, description="labels to keep (others are dropped and counted); null keeps every value"
+    )
+    unlabeled: list[str] = Field(
+        default_factory=list,
+        description="extra masked-LM sources: builtins and/or .txt/.jsonl/.csv/.tsv/.parquet paths; "
+        "the labeled train texts are always added",
+    )
+
+    @field_validator("labeled")
+    @classmethod
+    def _labeled_source(cls, value: str) -> str:
+        _check_source(value, BUILTIN_LABELED)
+        return value
+
+    @field_validator("unlabeled")
+    @classmethod
+    def _unlabeled_sources(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _check_source(value, BUILTIN_UNLABELED)
+        return values
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and len(set(values)) < 2:
+            raise ValueError(f"needs at least two distinct labels, got {values}")
+        return values
+
+
+class ScratchConfig(Section):
+    """Sizes of a BERT built from scratch when ``model.source`` is ``scratch``."""
+
+    vocab_size: Annotated[int, Field(ge=100)] = 8000
+    hidden_size: PositiveInt = 256
+    num_layers: PositiveInt = 4
+    num_heads: PositiveInt = 4
+    intermediate_size: PositiveInt = 1024
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> ScratchConfig:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size ({self.hidden_size}) must be divisible by num_heads ({self.num_heads})"
+            )
+        return self
+
+
+class ModelConfig(Section):
+    """Which encoder to start from."""
+
+    source: str = Field(
+        "builtin:all-minilm-l6-v2",
+        description="scratch, builtin:all-minilm-l6-v2, a local Hugging Face model directory, or a Hub id",
+    )
+    scratch: ScratchConfig = Field(default_factory=ScratchConfig)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        if value == "scratch":
+            return value
+        if value.startswith("builtin:"):
+            name = value.removeprefix("builtin:")
+            if name not in BUILTIN_MODELS:
+                raise ValueError(_unknown_builtin(name, BUILTIN_MODELS))
+            return value
+        if Path(value).exists():
+            if not Path(value).is_dir():
+                raise ValueError(f"'{value}' is a file; a local model must be a directory with config.json")
+            return value
+        if not _HUB_ID.match(value):
+            raise ValueError(
+                f"'{value}' is neither 'scratch', a builtin, an existing directory nor a Hub id like 'org/name'"
+            )
+        return value
+
+
+class PrepareConfig(Section):
+    """Splitting, de-duplication, tokenization."""
+
+    max_length: Annotated[int, Field(ge=16, le=512)] = 128
+    val_fraction: Fraction = 0.1
+    test_fraction: Fraction = 0.1
+    group_column: str | None = Field(
+        "auto",
+        description="column whose groups never span two splits; 'auto' = the builtin's natural group "
+        "(movie_name for rotten_tomatoes), none for user files; null = no grouping",
+    )
+    n_per_class: PositiveInt | None = Field(None, description="few-shot: keep this many training labels per class")
+
+    @model_validator(mode="after")
+    def _fractions(self) -> PrepareConfig:
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError(
+                f"val_fraction + test_fraction = {self.val_fraction + self.test_fraction:g} leaves under 10% "
+                "of the data for training; lower them"
+            )
+        return self
+
+
+class TrainingConfig(Section):
+    """Keys shared by every training stage (each stage has its own copy in params.yaml)."""
+
+    max_steps: PositiveInt | None = Field(None, description="optimizer steps; null trains for `epochs`")
+    epochs: Annotated[float, Field(gt=0)] = 1.0
+    batch_size: PositiveInt = 32
+    gradient_accumulation_steps: PositiveInt = 1
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 5e-5
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    weight_decay: Annotated[float, Field(ge=0, lt=1)] = 0.01
+    save_steps: PositiveInt = 50
+    logging_steps: PositiveInt = 10
+
+
+class PretrainUnsupConfig(TrainingConfig):
+    """Masked-LM pretraining on the prepared corpus."""
+
+    mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    whole_word_masking: bool = False
+
+
+class PretrainSupConfig(TrainingConfig):
+    """Supervised pretraining: L = L_mlm + lambda(t) * L_supervised."""
+
+    lambda_: Annotated[float, Field(ge=0, alias="lambda")] = 1.0
+    lambda_min: Annotated[float, Field(ge=0)] = 0.0
+    lambda_schedule: Literal["constant", "linear_decay", "cosine_decay", "exponential_decay"] = "constant"
+    mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    whole_word_masking: bool = False
+    unlabeled_mix_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.5, description="fraction of training examples drawn from the unlabeled corpus (masked-LM only)"
+    )
+
+    @model_validator(mode="after")
+    def _lambda_min(self) -> PretrainSupConfig:
+        if self.lambda_schedule != "constant" and self.lambda_min > self.lambda_:
+            raise ValueError(f"lambda_min ({self.lambda_min}) must not exceed lambda ({self.lambda_})")
+        return self
+
+
+class FinetuneConfig(TrainingConfig):
+    """Sequence-classification finetuning."""
+
+    init_from: Literal["pretrain_sup", "pretrain_unsup"] = "pretrain_sup"
+    early_stopping_patience: PositiveInt | None = Field(
+        3, description="evaluations without macro-F1 improvement before stopping; null disables"
+    )
+
+
+class EvaluateConfig(Section):
+    """Test-set evaluation."""
+
+    batch_size: PositiveInt = 64
+    ece_bins: Annotated[int, Field(ge=2, le=100)] = 10
+
+
+class RuntimeConfig(Section):
+    """Execution settings that change numbers; fixed for reproducibility."""
+
+    num_threads: Annotated[int, Field(ge=0)] = Field(
+        2, description="torch CPU threads (results depend on it); 0 lets torch decide"
+    )
+    dataloader_workers: Annotated[int, Field(ge=0)] = 0
+
+
+class TrackingConfig(Section):
+    """MLflow tracking."""
+
+    uri: str | None = Field(None, description="tracking URI; null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    experiment: str = "spt"
+    required: bool = Field(True, description="false: continue with a warning when the server is unreachable")
+
+
+class Params(Section):
+    """The whole of params.yaml."""
+
+    seed: Annotated[int, Field(ge=0)] = 42
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    prepare: PrepareConfig = Field(default_factory=PrepareConfig)
+    pretrain_unsup: PretrainUnsupConfig = Field(default_factory=PretrainUnsupConfig)
+    pretrain_sup: PretrainSupConfig = Field(default_factory=PretrainSupConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate ``path``; raise :class:`ConfigError` listing every problem at once."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found; run from the repository root") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as err:
+        problems = [_describe(error) for error in err.errors()]
+        raise ConfigError(
+            f"{path}: {len(problems)} problem{'s' if len(problems) > 1 else ''}:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+            + "\nFix these keys in params.yaml (or your `dvc exp run -S` flags) and run again."
+        ) from None
+
+
+def section_dict(section: BaseModel) -> dict[str, Any]:
+    """A section as plain data with params.yaml's own key names (``lambda``, not ``lambda_``)."""
+    return section.model_dump(mode="json", by_alias=True)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(part) for part in error["loc"])
+    if error["type"] == "extra_forbidden":
+        known = _known_keys(error["loc"][:-1])
+        hint = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
+        suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(known)}"
+        return f"{key}: unknown key{suggestion}"
+    if error["type"] == "missing":
+        return f"{key}: required key is missing"
+    value = error.get("input")
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key} = {value!r}: {message}"
+
+
+def _known_keys(loc: tuple) -> list[str]:
+    model: type[BaseModel] = Params
+    for part in loc:
+        field = model.model_fields.get(str(part)) or next(
+            (f for f in model.model_fields.values() if f.alias == part), None
+        )
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def _check_source(value: str, builtins: tuple[str, ...]) -> None:
+    if value.startswith("builtin:"):
+        name = value.removeprefix("builtin:")
+        if name not in builtins:
+            raise ValueError(_unknown_builtin(name, builtins))
+    elif ":" in value.split("/")[0] and not Path(value).exists():
+        scheme = value.split(":")[0]
+        raise ValueError(f"unknown source scheme '{scheme}:'; use 'builtin:NAME' or a file path")
+    elif not Path(value).exists():
+        raise ValueError(f"path '{value}' does not exist (relative paths start at the repository root)")
+
+
+def _unknown_builtin(name: str, builtins: tuple[str, ...]) -> str:
+    return f"unknown builtin '{name}'; available: {', '.join('builtin:' + b for b in builtins)}"

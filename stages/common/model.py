@@ -1,0 +1,185 @@
+"""The encoders: where a model comes from, and the two BERT variants the pretraining stages train.
+
+Both classes keep BERT's own parameter names (``bert.*``, ``cls.predictions.*``, ``classifier.*``)
+so their checkpoints load with plain ``AutoModelForMaskedLM`` / ``AutoModelForSequenceClassification``
+and no project code. They differ from the library classes in one place: the masked-LM vocabulary
+projection runs only on masked positions (15% of tokens), which is most of the MLM cost.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import BertConfig, BertForMaskedLM, BertModel, BertPreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
+from transformers.models.bert.modeling_bert import BertOnlyMLMHead
+from transformers.utils import ModelOutput
+
+from stages.common.config import ModelConfig, ScratchConfig
+from stages.common.data import BUILTINS, DataError, content_sha256
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved ``model.source``: what to pass to ``from_pretrained`` (None for scratch)."""
+
+    name_or_path: str | None
+    provenance: dict[str, str]
+
+
+def resolve_model_source(model: ModelConfig) -> ModelSource:
+    """Resolve and check ``model.source``; raise DataError for anything not BERT-compatible."""
+    source = model.source
+    if source == "scratch":
+        return ModelSource(None, {"source": "scratch"})
+    if source.startswith("builtin:"):
+        builtin = BUILTINS[source.removeprefix("builtin:")]
+        path = builtin.locate()
+        check_bert_config(path, source)
+        return ModelSource(str(path), builtin.provenance())
+    path = Path(source)
+    if path.is_dir():
+        check_bert_config(path, source)
+        return ModelSource(str(path), {"source": source, "sha256": content_sha256(path)})
+    try:  # a Hub id, for users who are online
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(source, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
+    except Exception as err:  # noqa: BLE001 - any hub failure means the same thing to the user
+        raise DataError(
+            f"model.source = '{source}': not a local directory and could not be fetched from the Hugging "
+            f"Face Hub ({type(err).__name__}). Offline? Use a local directory or builtin:all-minilm-l6-v2"
+        ) from None
+    check_bert_config(Path(local), source)
+    return ModelSource(local, {"source": source, "sha256": content_sha256(Path(local))})
+
+
+def check_bert_config(path: Path, source: str) -> None:
+    """The directory holds a BERT config and safetensors weights (never a pickle)."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise DataError(f"model.source = '{source}': {path} has no config.json; point it at a directory "
+                        "written by save_pretrained")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"model.source = '{source}': {config_file} is not valid JSON ({err})") from None
+    if config.get("model_type") != "bert":
+        raise DataError(f"model.source = '{source}': model_type is {config.get('model_type')!r}; this pipeline "
+                        "trains BERT-compatible encoders (model_type 'bert')")
+    if not list(path.glob("*.safetensors")):
+        raise DataError(f"model.source = '{source}': {path} has no .safetensors weights; pickled weights "
+                        "(pytorch_model.bin) are refused. Convert them with save_pretrained")
+
+
+def scratch_config(sizes: ScratchConfig, vocab_size: int, max_length: int, pad_token_id: int) -> BertConfig:
+    """A BERT config of the ``model.scratch`` sizes for a tokenizer of ``vocab_size``."""
+    return BertConfig(vocab_size=vocab_size, hidden_size=sizes.hidden_size,
+                      num_hidden_layers=sizes.num_layers, num_attention_heads=sizes.num_heads,
+                      intermediate_size=sizes.intermediate_size, max_position_embeddings=max(512, max_length),
+                      pad_token_id=pad_token_id)
+
+
+def masked_lm_loss(head: nn.Module, hidden: torch.Tensor, mlm_labels: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy over masked positions only; returns (loss, logits of the masked positions)."""
+    selected = mlm_labels != IGNORE_INDEX
+    logits = head(hidden[selected])
+    if logits.shape[0] == 0:  # nothing masked in this batch: zero loss that keeps the graph
+        return logits.sum() * 0.0, logits
+    return F.cross_entropy(logits.float(), mlm_labels[selected]), logits
+
+
+def masked_predictions(masked_logits: torch.Tensor, mlm_labels: torch.Tensor) -> torch.Tensor:
+    """Predicted token ids laid back onto the [batch, length] grid (-100 where nothing was masked).
+
+    For ``preprocess_logits_for_metrics``: the Trainer gathers predictions per example, so they
+    must keep the batch dimension.
+    """
+    grid = torch.full_like(mlm_labels, IGNORE_INDEX)
+    grid[mlm_labels != IGNORE_INDEX] = masked_logits.argmax(dim=-1)
+    return grid
+
+
+class BertForPackedMaskedLM(BertForMaskedLM):
+    """BertForMaskedLM whose loss projects only masked positions onto the vocabulary.
+
+    With ``labels`` the returned logits are those of the masked positions, in row-major order of
+    ``labels != -100``; without labels it behaves exactly like BertForMaskedLM.
+    """
+
+    saved_architecture = "BertForMaskedLM"
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):  # noqa: D102
+        if labels is None:
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        hidden = self.bert(input_ids, attention_mask=attention_mask, return_dict=True).last_hidden_state
+        loss, logits = masked_lm_loss(self.cls, hidden, labels)
+        return MaskedLMOutput(loss=loss, logits=logits)
+
+
+@dataclass
+class SupervisedPretrainingOutput(ModelOutput):
+    """Both losses separately; the trainer combines them with lambda(t)."""
+
+    mlm_loss: torch.Tensor | None = None
+    cls_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    mlm_logits: torch.Tensor | None = None
+
+
+class BertForSupervisedPretraining(BertPreTrainedModel):
+    """One BERT encoder with two heads: masked-LM (``cls``) and sequence classification (``classifier``).
+
+    Parameter names match BertForMaskedLM and BertForSequenceClassification, so the checkpoint loads
+    as either with plain transformers; finetuning from it carries the trained classifier over.
+    """
+
+    saved_architecture = "BertForSequenceClassification"
+    _tied_weights_keys = {
+        "cls.predictions.decoder.weight": "bert.embeddings.word_embeddings.weight",
+        "cls.predictions.decoder.bias": "cls.predictions.bias",
+    }
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.bert = BertModel(config)  # with the pooler, as BertForSequenceClassification has
+        self.cls = BertOnlyMLMHead(config)
+        dropout = config.classifier_dropout if config.classifier_dropout is not None else config.hidden_dropout_prob
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def get_output_embeddings(self):  # noqa: D102 - needed for weight tying
+        return self.cls.predictions.decoder
+
+    def set_output_embeddings(self, new_embeddings):  # noqa: D102
+        self.cls.predictions.decoder = new_embeddings
+        self.cls.predictions.bias = new_embeddings.bias
+
+    def forward(self, input_ids=None, attention_mask=None, mlm_labels=None, labels=None, **kwargs):
+        """``mlm_labels``: -100 except at masked positions; ``labels``: class id, -100 for unlabeled rows."""
+        outputs = self.bert(input_ids, attention_mask=attention_mask, return_dict=True)
+        logits = self.classifier(self.dropout(outputs.pooler_output))
+        mlm_loss = mlm_logits = cls_loss = None
+        if mlm_labels is not None:
+            mlm_loss, mlm_logits = masked_lm_loss(self.cls, outputs.last_hidden_state, mlm_labels)
+        if labels is not None:
+            cls_loss = classification_loss(logits, labels)
+        return SupervisedPretrainingOutput(mlm_loss=mlm_loss, cls_loss=cls_loss, logits=logits,
+                                           mlm_logits=mlm_logits)
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over labeled rows (label != -100); zero, graph kept, when there are none."""
+    labeled = labels != IGNORE_INDEX
+    if not bool(labeled.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[labeled].float(), labels[labeled])

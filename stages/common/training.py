@@ -1,0 +1,233 @@
+"""Training with ``transformers.Trainer``: arguments, resumable checkpoints, history, joint loss.
+
+Mixed precision, gradient accumulation, DDP/FSDP (torchrun / accelerate launch) and resuming all
+come from the Trainer; this module only sets it up and subclasses it where the joint loss needs.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+from stages.common.checkpoints import atomic_output
+from stages.common.config import PretrainSupConfig, RuntimeConfig, TrainingConfig
+from stages.common.losses import joint_loss, lambda_at
+
+FINGERPRINT_FILE = "fingerprint"
+
+
+def configure_runtime(runtime: RuntimeConfig, seed: int) -> None:
+    """Fix what changes numbers on CPU: thread count and seeds."""
+    if runtime.num_threads:
+        torch.set_num_threads(runtime.num_threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    set_seed(seed)
+
+
+def use_bf16() -> bool:
+    """bf16 mixed precision on a CUDA device that supports it; CPU trains in fp32."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def training_arguments(cfg: TrainingConfig, output_dir: Path, seed: int, runtime: RuntimeConfig,
+                       **overrides: Any) -> TrainingArguments:
+    """TrainingArguments from a stage's params section; ``overrides`` for stage-specific settings."""
+    arguments = dict(
+        output_dir=str(output_dir),
+        max_steps=cfg.max_steps or -1,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of total steps
+        weight_decay=cfg.weight_decay,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        seed=seed,
+        data_seed=seed,
+        bf16=use_bf16(),
+        use_cpu=not torch.cuda.is_available(),
+        dataloader_num_workers=runtime.dataloader_workers,
+        report_to="none",  # tracking goes through HistoryCallback: one pattern for every stage
+        # Our losses are per-batch means; token averaging across devices would rescale them under DDP.
+        average_tokens_across_devices=False,
+        remove_unused_columns=False,
+        disable_tqdm=False,
+    )
+    arguments.update(overrides)
+    return TrainingArguments(**arguments)
+
+
+# --------------------------------------------------------------------------------------------
+# Resumable checkpoints
+
+
+def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> str | None:
+    """The newest complete Trainer checkpoint of a run with this ``fingerprint``, else None.
+
+    A directory left by a run with other params or inputs (another fingerprint) is wiped, so it is
+    never resumed; incomplete checkpoints (killed mid-save: no trainer_state.json) are removed.
+    """
+    marker = checkpoint_dir / FINGERPRINT_FILE
+    if not marker.is_file() or marker.read_text().strip() != fingerprint:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        checkpoint_dir.mkdir(parents=True)
+        marker.write_text(fingerprint + "\n")
+        return None
+    complete = []
+    for candidate in checkpoint_dir.glob("checkpoint-*"):
+        try:
+            json.loads((candidate / "trainer_state.json").read_text())
+            complete.append(candidate)
+        except (OSError, ValueError):
+            shutil.rmtree(candidate, ignore_errors=True)
+    if not complete:
+        return None
+    return str(max(complete, key=lambda path: int(path.name.split("-")[1])))
+
+
+def clear_checkpoints(checkpoint_dir: Path) -> None:
+    """After a successful run keep only the fingerprint: a rerun must train, not resume the end."""
+    for candidate in checkpoint_dir.glob("checkpoint-*"):
+        shutil.rmtree(candidate)
+
+
+# --------------------------------------------------------------------------------------------
+# Callbacks
+
+
+class EpochCallback(TrainerCallback):
+    """Tells the masking collator which epoch it is in (its masks are seeded by epoch)."""
+
+    def __init__(self, collator: Any):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: D102
+        self.collator.epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
+
+
+class HistoryCallback(TrainerCallback):
+    """Collects every logged value per step; sends it to the tracker and writes DVC plot files."""
+
+    def __init__(self, tracker: Any):
+        self.tracker = tracker
+        self.rows: list[dict[str, float]] = []
+        self._last_time: float | None = None
+        self._last_step = 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
+        if not state.is_world_process_zero or not logs:
+            return
+        values = {key: float(value) for key, value in logs.items() if isinstance(value, (int, float))}
+        now = time.perf_counter()
+        if "loss" in values and self._last_time is not None and state.global_step > self._last_step:
+            steps = state.global_step - self._last_step
+            values["examples_per_second"] = (steps * args.per_device_train_batch_size * args.world_size
+                                             * args.gradient_accumulation_steps) / (now - self._last_time)
+        if "loss" in values:
+            self._last_time, self._last_step = now, state.global_step
+        self.rows.append({"step": state.global_step, **values})
+        self.tracker.log_metrics(values, step=state.global_step)
+
+    def write_plots(self, directory: Path, groups: dict[str, list[str]]) -> None:
+        """One CSV per group of metric names (x = step), for ``dvc plots``."""
+        with atomic_output(directory) as staging:
+            staging.mkdir()
+            for name, keys in groups.items():
+                rows = [row for row in self.rows if any(key in row for key in keys)]
+                with open(staging / f"{name}.csv", "w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=["step", *keys], extrasaction="ignore")
+                    writer.writeheader()
+                    for row in rows:
+                        writer.writerow({key: _round(row.get(key)) for key in ["step", *keys]})
+
+
+def _round(value: float | None) -> float | str:
+    return "" if value is None else round(value, 6)
+
+
+# --------------------------------------------------------------------------------------------
+# The joint loss
+
+
+class JointLossTrainer(Trainer):
+    """Trainer whose loss is L = L_mlm + lambda(t) * L_supervised, with lambda(t) from the schedule.
+
+    Logs ``loss_mlm``, ``loss_supervised``, ``lambda`` (means since the last log) beside the total.
+    When lambda(t) is 0 the supervised term is left out of the graph: the classifier gets no
+    gradient and no optimizer update (not even weight decay), which makes lambda = 0 a clean control.
+    """
+
+    def __init__(self, *args: Any, joint: PretrainSupConfig, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.joint = joint
+        self._sums = {"loss_mlm": 0.0, "loss_supervised": 0.0, "lambda": 0.0}
+        self._count = 0
+
+    def current_lambda(self) -> float:
+        return lambda_at(self.state.global_step, self.state.max_steps, self.joint.lambda_,
+                         self.joint.lambda_min, self.joint.lambda_schedule)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        outputs = model(**inputs)
+        lam = self.current_lambda()
+        if lam == 0.0:
+            loss = outputs.mlm_loss
+        else:
+            loss = joint_loss(outputs.mlm_loss, outputs.cls_loss, lam)
+        if model.training:
+            self._sums["loss_mlm"] += float(outputs.mlm_loss.detach())
+            self._sums["loss_supervised"] += float(outputs.cls_loss.detach())
+            self._sums["lambda"] += lam
+            self._count += 1
+        return (loss, {"logits": outputs.logits}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:  # noqa: D102
+        if "loss" in logs and self._count:
+            logs.update({key: value / self._count for key, value in self._sums.items()})
+            self._sums = dict.fromkeys(self._sums, 0.0)
+            self._count = 0
+        super().log(logs, start_time)
+
+
+# --------------------------------------------------------------------------------------------
+# The shape every training stage shares
+
+
+def fingerprint(stage_params: dict[str, Any], input_hashes: dict[str, str]) -> str:
+    """Identity of a training run: its params and the hashes of its inputs."""
+    payload = json.dumps({"params": stage_params, "inputs": input_hashes}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def train_resumably(trainer: Trainer, checkpoint_dir: Path, run_fingerprint: str) -> dict[str, float]:
+    """Train, resuming from this run's last complete checkpoint when there is one.
+
+    Returns the Trainer's run metrics (runtime, throughput: for MLflow, not for DVC files, which
+    must be identical from run to run) plus ``resumed_from_step``.
+    """
+    resume = resumable_checkpoint(checkpoint_dir, run_fingerprint)
+    if resume:
+        logging.getLogger(__name__).info("resuming from %s", resume)
+    result = trainer.train(resume_from_checkpoint=resume)
+    return {**result.metrics, "resumed_from_step": int(resume.rsplit("-", 1)[1]) if resume else 0}
+
+
+def last_logged(history: list[dict[str, float]], key: str) -> float | None:
+    """The most recent logged value of ``key`` (e.g. the training loss at the last logging step)."""
+    return next((row[key] for row in reversed(history) if key in row), None)

@@ -1,0 +1,80 @@
+"""evaluate: the finetuned classifier on the held-out test split (the only stage that reads it).
+
+Reads:  models/finetune/ (loaded with plain transformers), data/processed/labeled (test split).
+Writes: metrics/evaluate.json (accuracy, macro_f1, ece, per-class precision/recall/F1, confusion
+        matrix), plots/evaluate/ (confusion.csv: one row per test example, actual vs predicted;
+        per_class.csv: per-class scores).
+Params: seed, runtime, evaluate.
+"""
+
+from __future__ import annotations
+
+import csv
+import tempfile
+from pathlib import Path
+
+import datasets
+import numpy as np
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+
+from stages.common import paths
+from stages.common.checkpoints import atomic_output, verify_checkpoint, write_json
+from stages.common.cli import run_stage
+from stages.common.config import Params
+from stages.common.metrics import classification_report
+from stages.common.tracking import stage_run
+from stages.common.training import configure_runtime, training_arguments
+
+STAGE = "evaluate"
+MODEL = "finetune"
+
+
+def predict(model_dir: Path, test: datasets.Dataset, params: Params) -> np.ndarray:
+    """Logits of the test examples, in order, from the checkpoint as plain transformers loads it."""
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    with tempfile.TemporaryDirectory() as scratch:
+        args = training_arguments(params.finetune, Path(scratch), params.seed, params.runtime,
+                                  per_device_eval_batch_size=params.evaluate.batch_size,
+                                  remove_unused_columns=True, disable_tqdm=False)
+        trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
+        return trainer.predict(test.select_columns(["input_ids", "label"])).predictions
+
+
+def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label_names: list[str],
+                directory: Path) -> None:
+    with atomic_output(directory) as staging:
+        staging.mkdir()
+        with open(staging / "confusion.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["actual", "predicted"])
+            writer.writerows((label_names[a], label_names[p]) for a, p in zip(labels, predictions))
+        with open(staging / "per_class.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["label", "metric", "value"])
+            for name, scores in report["per_class"].items():
+                for metric in ("precision", "recall", "f1"):
+                    writer.writerow([name, metric, round(scores[metric], 6)])
+
+
+def main(params: Params) -> None:
+    configure_runtime(params.runtime, params.seed)
+    model_dir = paths.model_dir(MODEL)
+    with stage_run(STAGE, params, ["seed", "runtime", STAGE]) as tracker:
+        model_hash = verify_checkpoint(model_dir, MODEL)
+        tracker.set_tags({"input_checkpoint_sha256": model_hash})
+        test = datasets.load_from_disk(str(paths.LABELED))["test"]
+        logits = predict(model_dir, test, params)
+        id2label = AutoConfig.from_pretrained(str(model_dir)).id2label
+        label_names = [id2label[i] for i in range(logits.shape[1])]
+        labels = np.asarray(test["label"])
+        report = classification_report(labels, logits, label_names, params.evaluate.ece_bins)
+        report["test_examples"] = len(test)
+        write_json(paths.metrics_file(STAGE), report)
+        write_plots(report, labels, logits.argmax(axis=1), label_names, paths.plots_dir(STAGE))
+        tracker.log_metrics({key: report[key] for key in ("accuracy", "macro_f1", "ece")})
+        tracker.log_dict(report, "evaluate.json")
+
+
+if __name__ == "__main__":
+    run_stage(__doc__, main)

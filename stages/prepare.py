@@ -1,0 +1,185 @@
+"""prepare: read the sources, clean and split them, build the tokenizer and tokenized datasets.
+
+Reads:  data.labeled, data.unlabeled (built-ins from pinned packages, or files), model.source.
+Writes: data/processed/ (labeled train/validation/test, packed masked-LM corpus, tokenizer,
+        label map), metrics/prepare.json (the data report), plots/prepare/ (class balance,
+        token lengths).
+Params: seed, data, model, prepare.
+
+Splits are stratified by label, group-aware, seeded, and share no text (exact or normalised);
+validation and test texts never enter the masked-LM corpus. Outputs appear only when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+
+from stages.common import paths
+from stages.common.checkpoints import atomic_output, write_json
+from stages.common.cli import run_stage
+from stages.common.config import Params
+from stages.common.data import (SPLITS, DataError, clean_labeled, iter_unlabeled, normalize_text, read_labeled,
+                                sample_per_class, split_labeled, text_key)
+from stages.common.model import resolve_model_source
+from stages.common.tokenization import load_tokenizer, tokenize_and_pack, tokenize_labeled, train_wordpiece
+from stages.common.tracking import stage_run
+from stages.common.training import configure_runtime
+
+STAGE = "prepare"
+PERCENTILES = (50, 90, 95, 99)
+
+
+def run(params: Params, output_dir: Path, work_dir: Path) -> dict:
+    """Build everything under ``output_dir``; return the data report. ``work_dir`` holds caches."""
+    data, prep = params.data, params.prepare
+    model_source = resolve_model_source(params.model)  # fail on a bad model before any work
+    source = read_labeled(data.labeled, data.text_column, data.label_column, prep.group_column)
+    frame, cleaning = clean_labeled(source, data.labels)
+    label_names = sorted(frame["label"].unique())
+    splits = split_labeled(frame, label_names, prep.val_fraction, prep.test_fraction, params.seed,
+                           source.description)
+    train_rows_before_sampling = len(splits["train"])
+    if prep.n_per_class:
+        splits["train"] = sample_per_class(splits["train"], prep.n_per_class, params.seed)
+    overlap = cross_split_overlap(splits)
+    if overlap:  # cannot happen after de-duplication; checked because a leak would void every result
+        raise DataError(f"{overlap} texts are shared between splits; please report this as a bug")
+
+    label_ids = {name: i for i, name in enumerate(label_names)}
+    corpus_stats: dict[str, int] = {}
+    corpus = datasets.Dataset.from_generator(
+        corpus_texts, gen_kwargs={"splits": splits, "sources": tuple(data.unlabeled), "text_column": data.text_column,
+                                  "stats": corpus_stats},
+        cache_dir=str(work_dir / "cache"), features=datasets.Features({"text": datasets.Value("string")}))
+    if model_source.name_or_path is None:
+        tokenizer = train_wordpiece(_iter_texts(corpus), params.model.scratch.vocab_size, prep.max_length)
+    else:
+        tokenizer = load_tokenizer(model_source.name_or_path, prep.max_length)
+
+    labeled = datasets.DatasetDict({
+        name: tokenize_labeled(
+            datasets.Dataset.from_dict({"text": part["text"].tolist(),
+                                        "label": [label_ids[label] for label in part["label"]]}),
+            tokenizer, prep.max_length)
+        for name, part in splits.items()})
+    packed, document_lengths = tokenize_and_pack(corpus, tokenizer, prep.max_length)
+    if len(packed) == 0:
+        raise DataError(f"the masked-LM corpus holds {int(document_lengths.sum())} tokens, less than one block of "
+                        f"prepare.max_length = {prep.max_length}; add data.unlabeled sources")
+
+    labeled.save_to_disk(str(output_dir / paths.LABELED.relative_to(paths.PROCESSED)))
+    packed.save_to_disk(str(output_dir / paths.CORPUS.relative_to(paths.PROCESSED)))
+    tokenizer.save_pretrained(str(output_dir / paths.TOKENIZER.relative_to(paths.PROCESSED)))
+    write_json(output_dir / paths.LABEL_MAP.name, {"label2id": label_ids,
+                                                   "id2label": {str(i): n for n, i in label_ids.items()}})
+    return {
+        "sources": {"labeled": source.provenance, "model": model_source.provenance,
+                    "unlabeled": data.unlabeled},
+        **cleaning.as_dict(),
+        "labels": label_names,
+        "splits": {name: len(labeled[name]) for name in SPLITS},
+        "train_rows_before_few_shot": train_rows_before_sampling,
+        "cross_split_shared_texts": overlap,
+        "class_balance": {name: part["label"].value_counts().sort_index().to_dict() for name, part in splits.items()},
+        "truncated": {name: int(sum(labeled[name]["truncated"])) for name in SPLITS},
+        "token_length": {name: _percentiles(np.asarray(labeled[name]["length"])) for name in SPLITS},
+        "corpus": {**corpus_stats, "tokens": int(document_lengths.sum()), "blocks": len(packed),
+                   "block_size": prep.max_length, "document_token_length": _percentiles(document_lengths)},
+        "tokenizer_vocab_size": len(tokenizer),
+    }
+
+
+def corpus_texts(splits: dict[str, pd.DataFrame], sources: tuple[str, ...], text_column: str,
+                 stats: dict[str, int]) -> Iterator[dict[str, str]]:
+    """The masked-LM corpus, streamed: train texts, then each unlabeled source in order.
+
+    Empty texts and duplicates (normalised) are dropped, and so is any text that is also a
+    validation or test text. Counts go to ``stats``. ``sources`` is a tuple because
+    ``Dataset.from_generator`` shards list-valued gen_kwargs into separate generator calls.
+    """
+    held_out = {text_key(t) for name in ("validation", "test") for t in splits[name]["text"]}
+    seen: set[bytes] = set()
+    stats.update(documents=0, dropped_empty=0, dropped_duplicate=0, dropped_eval_overlap=0)
+    texts = [iter(splits["train"]["text"].tolist())] + [iter_unlabeled(s, text_column) for s in sources]
+    for stream in texts:
+        for text in stream:
+            if not isinstance(text, str) or not text.strip():
+                stats["dropped_empty"] += 1
+                continue
+            key = text_key(text)
+            if key in held_out:
+                stats["dropped_eval_overlap"] += 1
+            elif key in seen:
+                stats["dropped_duplicate"] += 1
+            else:
+                seen.add(key)
+                stats["documents"] += 1
+                yield {"text": text.strip()}
+
+
+def cross_split_overlap(splits: dict[str, pd.DataFrame]) -> int:
+    """Number of normalised texts present in more than one split."""
+    keys = [set(part["text"].map(normalize_text)) for part in splits.values()]
+    return sum(len(a & b) for i, a in enumerate(keys) for b in keys[i + 1:])
+
+
+def _iter_texts(corpus: datasets.Dataset) -> Iterator[list[str]]:
+    for batch in corpus.iter(batch_size=1000):
+        yield batch["text"]
+
+
+def _percentiles(lengths: np.ndarray) -> dict[str, int]:
+    if lengths.size == 0:
+        return {}
+    values = {f"p{p}": int(np.percentile(lengths, p)) for p in PERCENTILES}
+    return {**values, "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}
+
+
+def write_plots(report: dict, directory: Path) -> None:
+    """Class balance per split and token-length percentiles, as CSV for ``dvc plots``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "class_balance.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["split", "label", "count"])
+        for split, counts in report["class_balance"].items():
+            for label, count in counts.items():
+                writer.writerow([split, label, count])
+    with open(directory / "token_lengths.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["set", "percentile", "tokens"])
+        sets = {**report["token_length"], "corpus_documents": report["corpus"]["document_token_length"]}
+        for name, values in sets.items():
+            for key, value in values.items():
+                if key.startswith("p"):
+                    writer.writerow([name, int(key[1:]), value])
+
+
+def main(params: Params) -> None:
+    configure_runtime(params.runtime, params.seed)
+    datasets.disable_caching()
+    with stage_run(STAGE, params, ["seed", "data", "model", "prepare"]) as tracker:
+        work_dir = Path(tempfile.mkdtemp(prefix="prepare-"))
+        try:
+            with atomic_output(paths.PROCESSED) as staging:
+                staging.mkdir()
+                report = run(params, staging, work_dir)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        write_json(paths.metrics_file(STAGE), report)
+        with atomic_output(paths.plots_dir(STAGE)) as staging:
+            write_plots(report, staging)
+        tracker.log_metrics({"rows_read": report["rows_read"], "corpus_tokens": report["corpus"]["tokens"],
+                             **{f"rows_{name}": n for name, n in report["splits"].items()}})
+        tracker.log_dict(report, "data_report.json")
+
+
+if __name__ == "__main__":
+    run_stage(__doc__, main)
