@@ -60,7 +60,7 @@ def run(params: Params, output_dir: Path, work_dir: Path) -> dict:
                                   "stats": corpus_stats},
         cache_dir=str(work_dir / "cache"), features=datasets.Features({"text": datasets.Value("string")}))
     if model_source.name_or_path is None:
-        tokenizer = train_wordpiece(_iter_texts(corpus), params.model.scratch.vocab_size, prep.max_length)
+        tokenizer = train_wordpiece(lambda: _iter_texts(corpus), params.model.scratch.vocab_size, prep.max_length)
     else:
         tokenizer = load_tokenizer(model_source.name_or_path, prep.max_length)
 
@@ -164,7 +164,6 @@ def write_plots(report: dict, directory: Path) -> None:
 
 def main(params: Params) -> None:
     configure_runtime(params.runtime, params.seed)
-    datasets.disable_caching()
     with stage_run(STAGE, params, ["seed", "data", "model", "prepare"]) as tracker:
         work_dir = Path(tempfile.mkdtemp(prefix="prepare-"))
         try:

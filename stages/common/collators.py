@@ -56,6 +56,9 @@ class MaskingCollator:
         batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention),
                  self.mlm_key: torch.from_numpy(targets)}
         if "label" in examples[0]:
+            if self.mlm_key == "labels":
+                raise ValueError("examples carry a class 'label' but the MLM targets use the key 'labels'; "
+                                 "set mlm_key='mlm_labels' for supervised batches")
             batch["labels"] = torch.tensor([int(example["label"]) for example in examples], dtype=torch.long)
         return batch
 

@@ -64,8 +64,14 @@ class DataConfig(Section):
     @field_validator("unlabeled")
     @classmethod
     def _unlabeled_sources(cls, values: list[str]) -> list[str]:
+        problems = []
         for value in values:
-            _check_source(value, BUILTIN_UNLABELED)
+            try:
+                _check_source(value, BUILTIN_UNLABELED)
+            except ValueError as err:
+                problems.append(str(err))
+        if problems:
+            raise ValueError("; ".join(problems))
         return values
 
     @field_validator("labels")

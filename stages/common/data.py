@@ -230,20 +230,26 @@ def _read_saved_dataset(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _check_utf8(path: Path) -> None:
-    """Fail with the line number of the first byte sequence that is not UTF-8."""
+def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line; DataError at the first NUL byte or invalid UTF-8."""
     with open(path, "rb") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if b"\0" in line:
+        for line_number, raw in enumerate(handle, start=1):
+            if b"\0" in raw:
                 raise DataError(f"{path}, line {line_number}: contains NUL bytes; this looks like a binary "
                                 "file, not text")
             try:
-                line.decode("utf-8")
+                yield line_number, raw.decode("utf-8")
             except UnicodeDecodeError as err:
                 raise DataError(
-                    f"{path}, line {line_number}: bytes {line[err.start:err.end]!r} are not valid UTF-8; "
+                    f"{path}, line {line_number}: bytes {raw[err.start:err.end]!r} are not valid UTF-8; "
                     "re-save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
                 ) from None
+
+
+def _check_utf8(path: Path) -> None:
+    """Fail with the line number of the first line that is binary or not UTF-8."""
+    for _ in _decoded_lines(path):
+        pass
 
 
 def _missing_columns(where: str, missing: list[str], existing: list[str]) -> str:
@@ -293,10 +299,10 @@ def clean_labeled(source: LabeledSource, keep_labels: list[str] | None) -> tuple
     """Drop empty texts, missing or unlisted labels and duplicates (exact or normalised); count each."""
     frame = source.frame
     report = CleanReport(rows_read=len(frame))
-    text_ok = frame["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))
+    text_ok = frame["text"].map(lambda t: isinstance(t, str) and bool(t.strip())).astype(bool)
     report.empty_text = int((~text_ok).sum())
     frame = frame[text_ok]
-    label_ok = ~frame["label"].map(_is_missing)
+    label_ok = ~frame["label"].map(_is_missing).astype(bool)
     report.missing_label = int((~label_ok).sum())
     frame = frame[label_ok].copy()
     frame["label"] = frame["label"].map(_label_name)
@@ -434,27 +440,18 @@ def iter_unlabeled(source: str, text_column: str) -> Iterator[str]:
 
 
 def _iter_text_lines(path: Path, json_column: str | None) -> Iterator[str]:
-    with open(path, "rb") as handle:
-        for line_number, raw in enumerate(handle, start=1):
-            if b"\0" in raw:
-                raise DataError(f"{path}, line {line_number}: contains NUL bytes; this looks like a binary file, "
-                                "not text. Remove it from data.unlabeled")
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}, line {line_number}: bytes {raw[err.start:err.end]!r} are not valid "
-                                "UTF-8; re-save the file as UTF-8") from None
-            if json_column is None:
-                yield line
-                continue
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}, line {line_number}: not valid JSON ({err.msg})") from None
-            if not isinstance(record, dict) or json_column not in record:
-                keys = list(record) if isinstance(record, dict) else []
-                raise DataError(_missing_columns(f"{path}, line {line_number}", [json_column], keys))
-            if isinstance(record[json_column], str):
-                yield record[json_column]
+    for line_number, line in _decoded_lines(path):
+        if json_column is None:
+            yield line
+            continue
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {line_number}: not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict) or json_column not in record:
+            keys = list(record) if isinstance(record, dict) else []
+            raise DataError(_missing_columns(f"{path}, line {line_number}", [json_column], keys))
+        if isinstance(record[json_column], str):
+            yield record[json_column]

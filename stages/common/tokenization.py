@@ -3,7 +3,8 @@ batched tokenization into memory-mapped Arrow datasets, and packing for masked-L
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import datasets
@@ -15,16 +16,33 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
 BATCH = 1000
 
 
-def train_wordpiece(texts: Iterable[str], vocab_size: int, max_length: int) -> PreTrainedTokenizerFast:
-    """An uncased BERT WordPiece tokenizer trained on ``texts`` with HF ``tokenizers``."""
+def train_wordpiece(batches: Callable[[], Iterable[list[str]]], vocab_size: int, max_length: int,
+                    alphabet_size: int = 1000) -> PreTrainedTokenizerFast:
+    """An uncased BERT WordPiece tokenizer trained with HF ``tokenizers`` on the text batches that
+    ``batches()`` yields (called twice: once for the alphabet, once to train).
+
+    The trainer creates the '##x'
+    continuation tokens in hash-map order, which changes their ids and so the merge tie-breaks
+    from run to run (huggingface/tokenizers#1794). Registering them up front, sorted, makes the
+    vocabulary identical on every run; the final tokenizer is rebuilt from that vocabulary so
+    they are ordinary tokens, not special ones.
+    """
     from tokenizers.implementations import BertWordPieceTokenizer
 
-    wordpiece = BertWordPieceTokenizer(lowercase=True, strip_accents=True, clean_text=True)
-    wordpiece.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False,
-                                  special_tokens=list(SPECIAL_TOKENS.values()), limit_alphabet=1000)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=max_length,
-                                        **SPECIAL_TOKENS)
-    return tokenizer
+    trainer = BertWordPieceTokenizer(lowercase=True, strip_accents=True, clean_text=True)
+    normalize = trainer._tokenizer.normalizer.normalize_str
+    characters: Counter[str] = Counter()
+    for batch in batches():
+        for text in batch:
+            characters.update(ch for ch in normalize(text) if not ch.isspace())
+    alphabet = sorted(sorted(characters), key=lambda ch: -characters[ch])[:alphabet_size]
+    continuations = [f"##{ch}" for ch in sorted(alphabet)]
+    trainer.train_from_iterator(batches(), vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                                special_tokens=[*SPECIAL_TOKENS.values(), *continuations],
+                                limit_alphabet=alphabet_size, initial_alphabet=alphabet)
+    wordpiece = BertWordPieceTokenizer(trainer.get_vocab(), lowercase=True, strip_accents=True, clean_text=True)
+    return PreTrainedTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=max_length,
+                                   **SPECIAL_TOKENS)
 
 
 def load_tokenizer(name_or_path: str, max_length: int) -> PreTrainedTokenizerBase:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import datasets
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
@@ -28,7 +29,12 @@ FINGERPRINT_FILE = "fingerprint"
 
 
 def configure_runtime(runtime: RuntimeConfig, seed: int) -> None:
-    """Fix what changes numbers on CPU: thread count and seeds."""
+    """Fix what changes numbers on CPU (thread count, seeds) and keep inputs read-only.
+
+    ``datasets`` would otherwise write cache files of every map/cast into the dataset's own
+    directory, modifying data/processed (a DVC output) from downstream stages.
+    """
+    datasets.disable_caching()
     if runtime.num_threads:
         torch.set_num_threads(runtime.num_threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

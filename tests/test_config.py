@@ -1,0 +1,103 @@
+"""params.yaml is loaded into strict typed sections; every problem is reported at once."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stages.common.config import ConfigError, load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def default_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_default_params_load(monkeypatch):
+    monkeypatch.chdir(REPO)
+    params = load_params(REPO / "params.yaml")
+    assert params.data.labeled == "builtin:rotten_tomatoes"
+    assert params.pretrain_sup.lambda_ == 1.0
+    assert params.finetune.init_from == "pretrain_sup"
+
+
+def test_every_problem_is_listed_with_its_key(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["prepare"]["max_lenght"] = 64
+    data["prepare"]["val_fraction"] = -0.1
+    data["pretrain_sup"]["lambda"] = -1
+    data["pretrain_sup"]["lambda_schedule"] = "wild"
+    data["finetune"]["batch_size"] = 0
+    data["finetune"]["epochs"] = "3"
+    with pytest.raises(ConfigError) as raised:
+        load_params(write(tmp_path, data))
+    message = str(raised.value)
+    assert "6 problems" in message
+    assert "prepare.max_lenght: unknown key; did you mean 'max_length'?" in message
+    assert "prepare.val_fraction = -0.1" in message
+    assert "pretrain_sup.lambda = -1" in message
+    assert "pretrain_sup.lambda_schedule = 'wild'" in message and "cosine_decay" in message
+    assert "finetune.batch_size = 0" in message
+    assert "finetune.epochs = '3'" in message
+
+
+def test_unknown_section_and_source_scheme(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["pretrain"] = {}
+    data["data"]["labeled"] = "hf:imdb"
+    data["data"]["unlabeled"] = ["missing.txt", "builtin:wikipedia"]
+    data["model"]["source"] = "builtin:bert-large"
+    message = str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
+    assert "pretrain: unknown key" in message
+    assert "unknown source scheme 'hf:'" in message
+    assert "path 'missing.txt' does not exist" in message
+    assert "unknown builtin 'wikipedia'" in message
+    assert "unknown builtin 'bert-large'" in message
+
+
+@pytest.mark.parametrize("section, values, expected", [
+    ("prepare", {"val_fraction": 0.5, "test_fraction": 0.45}, "leaves under 10%"),
+    ("pretrain_sup", {"lambda": 0.5, "lambda_min": 1.0, "lambda_schedule": "linear_decay"}, "must not exceed"),
+    ("model", {"scratch": {"hidden_size": 30, "num_heads": 4}}, "divisible by num_heads"),
+])
+def test_cross_field_checks(tmp_path, monkeypatch, section, values, expected):
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    for key, value in values.items():
+        if isinstance(value, dict):
+            data[section][key].update(value)
+        else:
+            data[section][key] = value
+    assert expected in str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
+
+
+def test_missing_or_broken_file(tmp_path):
+    assert "file not found" in str(pytest.raises(ConfigError, load_params, tmp_path / "nope.yaml").value)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("seed: [1,\n")
+    assert "not valid YAML" in str(pytest.raises(ConfigError, load_params, broken).value)
+
+
+def test_stage_exits_2_with_the_message(tmp_path, monkeypatch, capsys):
+    from stages import prepare
+
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["prepare"]["n_per_class"] = 0
+    path = write(tmp_path, data)
+    monkeypatch.setattr("sys.argv", ["prepare", "--params", str(path)])
+    from stages.common.cli import run_stage
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage(prepare.__doc__, prepare.main, ["--params", str(path)])
+    assert exit_info.value.code == 2
+    assert "prepare.n_per_class = 0" in capsys.readouterr().err

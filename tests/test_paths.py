@@ -1,0 +1,66 @@
+"""dvc.yaml, params.yaml and the code agree on stages, paths and params (declared once)."""
+
+import importlib
+from pathlib import Path
+
+import yaml
+
+from stages.common import paths
+from stages.common.config import Params
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
+
+
+def dvc_stages():
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def names(entries):
+    return [next(iter(e)) if isinstance(e, dict) else e for e in entries]
+
+
+def test_one_name_per_stage():
+    assert list(dvc_stages()) == STAGES
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for stage, spec in dvc_stages().items():
+        assert spec["cmd"] == f"python -m stages.{stage}"
+        module = importlib.import_module(f"stages.{stage}")
+        assert module.__doc__.startswith(f"{stage}:")
+        assert getattr(module, "STAGE", stage) == stage
+        assert stage in Params.model_fields and stage in params
+        assert stage in spec["params"]
+
+
+def test_outputs_match_the_paths_module():
+    stages = dvc_stages()
+    assert names(stages["prepare"]["outs"]) == [str(paths.PROCESSED), str(paths.plots_dir("prepare"))]
+    for stage in paths.TRAINING_STAGES:
+        outs = stages[stage]["outs"]
+        assert names(outs) == [str(paths.model_dir(stage)), str(paths.checkpoint_dir(stage)),
+                               str(paths.plots_dir(stage))]
+        assert outs[1][str(paths.checkpoint_dir(stage))] == {"persist": True, "cache": False}
+    for stage in STAGES:
+        assert names(stages[stage]["metrics"]) == [str(paths.metrics_file(stage))]
+        assert f"stages/{stage}.py" in stages[stage]["deps"]
+
+
+def test_checkpoints_flow_forward():
+    stages = dvc_stages()
+    assert str(paths.PROCESSED) in stages["pretrain_unsup"]["deps"]
+    assert str(paths.model_dir("pretrain_unsup")) in stages["pretrain_sup"]["deps"]
+    assert "models/${finetune.init_from}" in stages["finetune"]["deps"]
+    assert str(paths.model_dir("finetune")) in stages["evaluate"]["deps"]
+
+
+def test_stage_params_cover_what_the_config_defines():
+    declared = {p for spec in dvc_stages().values() for p in spec["params"]}
+    # every section is some stage's dependency, except tracking (it never changes results)
+    assert set(Params.model_fields) - declared == {"tracking"}
+
+
+def test_plot_files_exist_in_stage_outputs():
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    plot_dirs = {str(paths.plots_dir(stage)) for stage in STAGES}
+    for entry in spec["plots"]:
+        assert str(Path(next(iter(entry))).parent) in plot_dirs

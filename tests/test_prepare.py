@@ -1,0 +1,88 @@
+"""The prepare stage on tiny real data: outputs, no leaks, byte-identical reruns, no partial output."""
+
+import hashlib
+import json
+
+import datasets
+import pytest
+import yaml
+from transformers import AutoTokenizer
+
+from stages import prepare
+from stages.common import paths
+from stages.common.config import load_params
+from stages.common.data import DataError, normalize_text
+
+
+def run_prepare(repo, monkeypatch, **changes):
+    monkeypatch.chdir(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    prepare.main(load_params(repo / "params.yaml"))
+
+
+def digest_tree(root):
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_outputs_report_and_reproducibility(tiny_repo, monkeypatch):
+    run_prepare(tiny_repo, monkeypatch)
+    splits = datasets.load_from_disk(str(paths.LABELED))
+    assert set(splits) == {"train", "validation", "test"}
+    texts = {name: {normalize_text(t) for t in splits[name]["text"]} for name in splits}
+    assert not texts["train"] & texts["test"] and not texts["train"] & texts["validation"]
+    report = json.loads(paths.metrics_file("prepare").read_text())
+    assert report["cross_split_shared_texts"] == 0
+    assert report["splits"] == {name: len(splits[name]) for name in ("train", "validation", "test")}
+    assert set(report["class_balance"]["test"]) == {"fresh", "rotten"}
+    assert report["corpus"]["dropped_eval_overlap"] == 0 and report["corpus"]["blocks"] > 0
+    assert report["sources"]["labeled"]["sha256"]
+    corpus = datasets.load_from_disk(str(paths.CORPUS))
+    assert {len(ids) for ids in corpus["input_ids"]} == {64}  # packed: every block full
+    tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
+    assert tokenizer.mask_token == "[MASK]" and len(tokenizer) <= 500
+    assert json.loads(paths.LABEL_MAP.read_text())["label2id"] == {"fresh": 0, "rotten": 1}
+    # group-aware: a movie never spans two splits
+    frame = __import__("pandas").read_csv(tiny_repo / "data/tiny/labeled.csv")
+    movie_of = {normalize_text(t): m for t, m in zip(frame["text"], frame["movie_name"])}
+    movies = {name: {movie_of[t] for t in texts[name]} for name in texts}
+    assert not movies["train"] & movies["test"] and not movies["validation"] & movies["test"]
+
+    first = digest_tree(paths.PROCESSED)
+    first_report = paths.metrics_file("prepare").read_bytes()
+    run_prepare(tiny_repo, monkeypatch)
+    assert digest_tree(paths.PROCESSED) == first
+    assert paths.metrics_file("prepare").read_bytes() == first_report
+
+
+def test_eval_texts_never_enter_the_corpus(tiny_repo, monkeypatch):
+    # The labeled file itself as unlabeled text: its validation/test rows must be filtered out.
+    run_prepare(tiny_repo, monkeypatch, **{"data.unlabeled": ["data/tiny/labeled.csv"]})
+    report = json.loads(paths.metrics_file("prepare").read_text())
+    held_out = report["splits"]["validation"] + report["splits"]["test"]
+    assert report["corpus"]["dropped_eval_overlap"] == held_out
+    assert report["corpus"]["dropped_duplicate"] >= report["splits"]["train"]
+
+
+def test_few_shot_subsamples_training_labels(tiny_repo, monkeypatch):
+    run_prepare(tiny_repo, monkeypatch, **{"prepare.n_per_class": 10})
+    report = json.loads(paths.metrics_file("prepare").read_text())
+    assert report["class_balance"]["train"] == {"fresh": 10, "rotten": 10}
+    assert report["train_rows_before_few_shot"] > 20
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"data.text_column": "review"}, "column 'review' not found; the file has columns"),
+    ({"prepare.n_per_class": 100000}, "n_per_class = 100000"),
+    ({"prepare.group_column": "studio"}, "column 'studio' not found"),
+])
+def test_bad_input_leaves_no_output(tiny_repo, monkeypatch, changes, message):
+    with pytest.raises(DataError, match=message):
+        run_prepare(tiny_repo, monkeypatch, **changes)
+    assert not (tiny_repo / paths.PROCESSED).exists()
+    assert not (tiny_repo / paths.metrics_file("prepare")).exists()
+    assert not list((tiny_repo / "data").glob(".processed.partial-*"))

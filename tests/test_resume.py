@@ -1,0 +1,64 @@
+"""A training stage killed with SIGKILL resumes to byte-identical weights (CPU)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from .conftest import TINY_PARAMS, copy_repository, run
+
+STAGES_TO_KILL = ["pretrain_unsup", "pretrain_sup", "finetune"]
+
+
+def longer_runs(repo):
+    """Enough steps, and a model large enough, that a kill lands mid-run."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["model"]["scratch"].update(hidden_size=64, intermediate_size=128)
+    for stage in STAGES_TO_KILL:
+        params[stage].update(max_steps=30, save_steps=10, batch_size=16)
+    params["finetune"]["early_stopping_patience"] = None
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stage_env():
+    return {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+
+
+def kill_after_first_checkpoint(repo, stage):
+    process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=repo, env=stage_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = repo / "checkpoints" / stage / "checkpoint-10" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, f"{stage} finished before it could be killed"
+
+
+@pytest.fixture(scope="module")
+def trained_repo(tmp_path_factory, tiny_data):
+    """The tiny pipeline up to finetune, uninterrupted: the reference weights."""
+    repo = copy_repository(tmp_path_factory.mktemp("resume") / "repo")
+    shutil.copy(TINY_PARAMS, repo / "params.yaml")
+    shutil.copytree(tiny_data, repo / "data" / "tiny")
+    longer_runs(repo)
+    run(repo, "dvc", "repro", "finetune")
+    return repo
+
+
+@pytest.mark.parametrize("stage", STAGES_TO_KILL)
+def test_killed_stage_resumes_to_identical_weights(trained_repo, stage):
+    weights = trained_repo / "models" / stage / "model.safetensors"
+    reference = weights.read_bytes()
+    weights.unlink()
+    kill_after_first_checkpoint(trained_repo, stage)
+    assert not weights.exists()  # nothing half-written where the next stage would read it
+    resumed = run(trained_repo, sys.executable, "-m", f"stages.{stage}")
+    assert "resuming from checkpoints" in resumed.stderr
+    assert weights.read_bytes() == reference
