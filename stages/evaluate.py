@@ -72,8 +72,38 @@ def main(params: Params) -> None:
         report["test_examples"] = len(test)
         write_json(paths.metrics_file(STAGE), report)
         write_plots(report, labels, logits.argmax(axis=1), label_names, paths.plots_dir(STAGE))
-        tracker.log_metrics({key: report[key] for key in ("accuracy", "macro_f1", "ece")})
+        headline = {key: report[key] for key in ("accuracy", "macro_f1", "ece")}
+        tracker.log_metrics(headline)
+        tracker.log_to_parent({f"test_{key}": value for key, value in headline.items()})
         tracker.log_dict(report, "evaluate.json")
+        log_figures_and_model(tracker, report, label_names, model_dir, params)
+
+
+def log_figures_and_model(tracker, report: dict, label_names: list[str], model_dir: Path, params: Params) -> None:
+    """Confusion-matrix PNG, and the classifier in MLflow's transformers flavour, registered as a new
+    version of ``tracking.registered_model`` (``mlflow.pyfunc.load_model`` then predicts)."""
+    if not tracker.active:
+        return
+    from stages.common.figures import confusion_matrix
+
+    with tempfile.TemporaryDirectory() as scratch:
+        tracker.log_artifact(confusion_matrix(report["confusion_matrix"], label_names, "test set",
+                                              Path(scratch) / "confusion_matrix.png"), "plots")
+
+    def log_model() -> None:
+        import mlflow
+        import torch
+        import transformers
+
+        classifier = transformers.pipeline("text-classification", model=str(model_dir), device="cpu")
+        mlflow.transformers.log_model(
+            classifier, name="model", task="text-classification",
+            registered_model_name=params.tracking.registered_model,
+            # listing them skips MLflow's slow requirement inference (it imports the model anew)
+            pip_requirements=[f"transformers=={transformers.__version__}",
+                              f"torch=={torch.__version__.split('+')[0]}"])
+
+    tracker.guard("log_model", log_model)
 
 
 if __name__ == "__main__":

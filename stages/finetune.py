@@ -30,6 +30,7 @@ from stages.common.training import (HistoryCallback, clear_checkpoints, configur
                                     train_resumably, training_arguments)
 
 STAGE = "finetune"
+PLOTS = {"loss": ["loss", "learning_rate"], "validation": ["eval_accuracy", "eval_macro_f1", "eval_loss"]}
 
 
 def load_classifier(init_dir: str, label_map: dict) -> tuple[object, bool]:
@@ -47,7 +48,7 @@ def main(params: Params) -> None:
     cfg = params.finetune
     configure_runtime(params.runtime, params.seed)
     init_dir = paths.model_dir(cfg.init_from)
-    with stage_run(STAGE, params, ["seed", "runtime", STAGE]) as tracker:
+    with stage_run(STAGE, params, ["seed", "runtime", STAGE], system_metrics=True) as tracker:
         init_hash = verify_checkpoint(init_dir, cfg.init_from)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
@@ -92,9 +93,8 @@ def main(params: Params) -> None:
                             {"stage": STAGE, "init": str(init_dir), "init_sha256": init_hash,
                              "fingerprint": run_fingerprint, "data_sha256": inputs["data"]})
             write_json(paths.metrics_file(STAGE), metrics)
-            history.write_plots(paths.plots_dir(STAGE), {
-                "loss": ["loss", "learning_rate"],
-                "validation": ["eval_accuracy", "eval_macro_f1", "eval_loss"]})
+            history.write_plots(paths.plots_dir(STAGE), PLOTS)
+            history.log_figures(STAGE, PLOTS)
             clear_checkpoints(paths.checkpoint_dir(STAGE))
         tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE))})
         tracker.log_metrics({**metrics, **{k: v for k, v in run_metrics.items() if isinstance(v, (int, float))}})

@@ -35,6 +35,7 @@ from stages.common.training import (EpochCallback, HistoryCallback, JointLossTra
                                     training_arguments)
 
 STAGE = "pretrain_sup"
+PLOTS = {"loss": ["loss", "loss_mlm", "loss_supervised", "learning_rate"], "lambda": ["lambda"]}
 INIT = "pretrain_unsup"
 
 
@@ -56,7 +57,7 @@ def training_mixture(labeled: datasets.Dataset, corpus: datasets.Dataset, mix_ra
 def main(params: Params) -> None:
     cfg = params.pretrain_sup
     configure_runtime(params.runtime, params.seed)
-    with stage_run(STAGE, params, ["seed", "runtime", STAGE]) as tracker:
+    with stage_run(STAGE, params, ["seed", "runtime", STAGE], system_metrics=True) as tracker:
         init_hash = verify_checkpoint(paths.model_dir(INIT), INIT)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
@@ -103,8 +104,8 @@ def main(params: Params) -> None:
                             {"stage": STAGE, "init": str(paths.model_dir(INIT)), "init_sha256": init_hash,
                              "fingerprint": run_fingerprint, "data_sha256": inputs["data"]})
             write_json(paths.metrics_file(STAGE), metrics)
-            history.write_plots(paths.plots_dir(STAGE), {
-                "loss": ["loss", "loss_mlm", "loss_supervised", "learning_rate"], "lambda": ["lambda"]})
+            history.write_plots(paths.plots_dir(STAGE), PLOTS)
+            history.log_figures(STAGE, PLOTS)
             clear_checkpoints(paths.checkpoint_dir(STAGE))
         tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE))})
         tracker.log_metrics({**metrics, **{k: v for k, v in run_metrics.items() if isinstance(v, (int, float))}})

@@ -30,6 +30,7 @@ from stages.common.training import (EpochCallback, HistoryCallback, clear_checkp
                                     fingerprint, last_logged, train_resumably, training_arguments)
 
 STAGE = "pretrain_unsup"
+PLOTS = {"loss": ["loss", "learning_rate", "grad_norm"]}  # plot file -> logged keys
 
 
 def with_example_ids(dataset: datasets.Dataset, keep: tuple[str, ...] = ("input_ids",)) -> datasets.Dataset:
@@ -58,7 +59,7 @@ def mlm_metrics(prediction) -> dict[str, float]:
 def main(params: Params) -> None:
     cfg = params.pretrain_unsup
     configure_runtime(params.runtime, params.seed)
-    with stage_run(STAGE, params, ["seed", "model", "runtime", STAGE]) as tracker:
+    with stage_run(STAGE, params, ["seed", "model", "runtime", STAGE], system_metrics=True) as tracker:
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
         corpus = with_example_ids(datasets.load_from_disk(str(paths.CORPUS)))
         held_out = with_example_ids(datasets.load_from_disk(str(paths.LABELED))["validation"])
@@ -93,7 +94,8 @@ def main(params: Params) -> None:
                             {"stage": STAGE, "init": source_provenance, "fingerprint": run_fingerprint,
                              "data_sha256": inputs["data"]})
             write_json(paths.metrics_file(STAGE), metrics)
-            history.write_plots(paths.plots_dir(STAGE), {"loss": ["loss", "learning_rate", "grad_norm"]})
+            history.write_plots(paths.plots_dir(STAGE), PLOTS)
+            history.log_figures(STAGE, PLOTS)
             clear_checkpoints(paths.checkpoint_dir(STAGE))
         output_hash = content_sha256(paths.model_dir(STAGE))
         tracker.set_tags({"output_checkpoint_sha256": output_hash})

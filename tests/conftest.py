@@ -56,10 +56,16 @@ def git(cwd: Path, *args: str) -> None:
     subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True)
 
 
+def stage_env(**extra: str) -> dict[str, str]:
+    """Environment for a child process: the venv first on PATH (DVC stages call `python`), and no
+    MLflow URI inherited from an in-process test (mlflow.set_tracking_uri exports it)."""
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    return {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **extra}
+
+
 def run(cwd: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command with the venv first on PATH (DVC stages call `python`)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    """Run a command in ``cwd`` with :func:`stage_env`; fail with its output unless ``check`` is off."""
+    result = subprocess.run(command, cwd=cwd, env=stage_env(), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result

@@ -81,8 +81,9 @@ def test_few_shot_subsamples_training_labels(tiny_repo, monkeypatch):
     ({"prepare.group_column": "studio"}, "column 'studio' not found"),
 ])
 def test_bad_input_leaves_no_output(tiny_repo, monkeypatch, changes, message):
+    before = {name: digest_tree(tiny_repo / name) for name in ("data", "metrics", "plots")}
     with pytest.raises(DataError, match=message):
         run_prepare(tiny_repo, monkeypatch, **changes)
     assert not (tiny_repo / paths.PROCESSED).exists()
-    assert not (tiny_repo / paths.metrics_file("prepare")).exists()
-    assert not list((tiny_repo / "data").glob(".processed.partial-*"))
+    # nothing written or half-written anywhere: every output directory is as it was
+    assert {name: digest_tree(tiny_repo / name) for name in ("data", "metrics", "plots")} == before

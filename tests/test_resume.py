@@ -1,6 +1,5 @@
 """A training stage killed with SIGKILL resumes to byte-identical weights (CPU)."""
 
-import os
 import shutil
 import signal
 import subprocess
@@ -10,7 +9,7 @@ import time
 import pytest
 import yaml
 
-from .conftest import TINY_PARAMS, copy_repository, run
+from .conftest import TINY_PARAMS, copy_repository, run, stage_env
 
 STAGES_TO_KILL = ["pretrain_unsup", "pretrain_sup", "finetune"]
 
@@ -23,10 +22,6 @@ def longer_runs(repo):
         params[stage].update(max_steps=30, save_steps=10, batch_size=16)
     params["finetune"]["early_stopping_patience"] = None
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def stage_env():
-    return {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
 
 
 def kill_after_first_checkpoint(repo, stage):

@@ -224,6 +224,7 @@ class TrackingConfig(Section):
     uri: str | None = Field(None, description="tracking URI; null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     experiment: str = "spt"
     required: bool = Field(True, description="false: continue with a warning when the server is unreachable")
+    registered_model: str = Field("spt-classifier", description="Model Registry name; evaluate adds a version")
 
 
 class Params(Section):

@@ -1,10 +1,13 @@
-"""MLflow tracking: one run per stage execution; start, log, end.
+"""MLflow tracking: one parent run per pipeline execution, one child run per stage that ran.
 
 With nothing configured runs go to ``sqlite:///mlflow.db`` at the repository root (``$DVC_ROOT``
 when DVC runs the stage in a temporary experiment copy), artifacts to ``mlartifacts/`` beside it.
-``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` point to a server instead. Logging never kills
-training: after a failure mid-run the tracker warns once and goes quiet, and the DVC metrics and
-plots are still written.
+``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` point to a server instead.
+
+A pipeline execution is the ``dvc`` process that runs the stages (``dvc repro``, ``dvc exp run``,
+a queue worker): the first stage it runs creates the parent run, later ones find it by that
+process's identity. Logging never kills training: after a failure mid-run the tracker warns once
+and goes quiet, and the DVC metrics and plots are still written. Under torchrun only rank 0 logs.
 """
 
 from __future__ import annotations
@@ -14,15 +17,17 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from stages.common.config import Params, TrackingConfig, section_dict
 
 log = logging.getLogger(__name__)
+PIPELINE_TAG = "pipeline_execution"
 
 
 class TrackingError(RuntimeError):
@@ -50,6 +55,10 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def params_hash(data: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def git_state() -> dict[str, str]:
     """Commit and dirty flag of the repository, when it is a git checkout."""
     try:
@@ -63,77 +72,152 @@ def git_state() -> dict[str, str]:
         return {}
 
 
+def pipeline_execution_id() -> str:
+    """Identity of the dvc process running this stage (host, pid, start time); this process if none."""
+    import psutil
+
+    process = psutil.Process()
+    for ancestor in process.parents():
+        try:
+            command = ancestor.cmdline()
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        if any(Path(part).name == "dvc" or part.endswith("dvc/__main__.py") for part in command[:3]):
+            process = ancestor
+            break
+    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.3f}"
+
+
 class Tracker:
-    """Thin guard around mlflow calls; ``None`` client means tracking is off."""
+    """Guards every mlflow call: a failure warns once and switches tracking off for the stage."""
 
     def __init__(self, active: bool):
         self.active = active
 
-    def _call(self, function: str, *args: Any, **kwargs: Any) -> None:
+    def guard(self, what: str, call: Callable[[], Any]) -> Any:
+        """Run ``call`` (which uses mlflow) unless tracking is off; never raise."""
         if not self.active:
-            return
-        import mlflow
-
+            return None
         try:
-            getattr(mlflow, function)(*args, **kwargs)
+            return call()
         except Exception as err:  # noqa: BLE001 - the store failing must not stop training
-            warnings.warn(f"MLflow {function} failed ({err}); tracking is off for the rest of this stage, "
-                          "DVC metrics and plots are still written", stacklevel=2)
+            warnings.warn(f"MLflow {what} failed ({type(err).__name__}: {err}); tracking is off for the rest "
+                          "of this stage, DVC metrics and plots are still written", stacklevel=3)
             self.active = False
+            return None
 
     def log_params(self, params: dict[str, Any]) -> None:
-        self._call("log_params", params)
+        self.guard("log_params", lambda: _mlflow().log_params(params))
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self._call("log_metrics", {k: v for k, v in metrics.items() if v is not None}, step=step)
+        values = {key: value for key, value in metrics.items() if value is not None}
+        self.guard("log_metrics", lambda: _mlflow().log_metrics(values, step=step))
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        self._call("set_tags", tags)
+        self.guard("set_tags", lambda: _mlflow().set_tags(tags))
 
     def log_dict(self, data: dict[str, Any], name: str) -> None:
-        self._call("log_dict", data, name)
+        self.guard("log_dict", lambda: _mlflow().log_dict(data, name))
 
-    def log_artifacts(self, path: Path, artifact_path: str | None = None) -> None:
-        if Path(path).is_dir():
-            self._call("log_artifacts", str(path), artifact_path)
-        elif Path(path).is_file():
-            self._call("log_artifact", str(path), artifact_path)
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.guard("log_artifact", lambda: _mlflow().log_artifact(str(path), artifact_path))
+
+    def log_to_parent(self, metrics: dict[str, float]) -> None:
+        """Final metrics of the pipeline on its parent run, to compare whole pipelines side by side."""
+
+        def log() -> None:
+            mlflow = _mlflow()
+            parent = mlflow.active_run().data.tags.get("mlflow.parentRunId")
+            if parent:
+                mlflow.MlflowClient().log_batch(parent, metrics=[
+                    mlflow.entities.Metric(key, float(value), 0, 0) for key, value in metrics.items()])
+
+        self.guard("log_to_parent", log)
+
+
+def _mlflow() -> Any:
+    import mlflow
+
+    return mlflow
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Params, sections: list[str]) -> Iterator[Tracker]:
-    """An MLflow run for one stage, logging the params of ``sections`` (flattened) and lineage tags.
+def stage_run(stage: str, params: Params, sections: list[str], system_metrics: bool = False) -> Iterator[Tracker]:
+    """An MLflow child run for one stage, logging the params of ``sections`` (flattened) and lineage tags.
 
-    Reachability is checked here, before the stage does any work.
+    The store is checked here, before the stage does any work: unreachable with
+    ``tracking.required`` raises TrackingError, otherwise tracking is switched off with a warning.
     """
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield Tracker(active=False)
+        return
     cfg = params.tracking
     uri = tracking_uri(cfg)
     stage_params = {name: section_dict(getattr(params, name)) if name != "seed" else params.seed
                     for name in sections}
     try:
-        import mlflow
-
-        mlflow.set_tracking_uri(uri)
-        experiment = mlflow.get_experiment_by_name(cfg.experiment)
-        if experiment is None:
-            artifacts = (repository_root() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
-            experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=artifacts)
-        else:
-            experiment_id = experiment.experiment_id
-    except Exception as err:  # noqa: BLE001
+        experiment_id, parent_id = _connect(uri, cfg.experiment, params)
+    except Exception as err:  # noqa: BLE001 - any failure to reach the store means the same thing
         message = f"MLflow tracking store {uri} is not usable ({type(err).__name__}: {err})"
         if cfg.required:
             raise TrackingError(f"{message}. Start the server, fix tracking.uri / $MLFLOW_TRACKING_URI, or set "
                                 "tracking.required: false to continue without MLflow") from None
-        warnings.warn(f"{message}; continuing without MLflow (tracking.required is false)", stacklevel=2)
+        warnings.warn(f"{message}; continuing without MLflow (tracking.required is false)", stacklevel=3)
         yield Tracker(active=False)
         return
-    params_hash = hashlib.sha256(json.dumps(stage_params, sort_keys=True).encode()).hexdigest()[:16]
-    tags = {"stage": stage, "params_hash": params_hash, **git_state()}
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc_experiment"] = os.environ["DVC_EXP_NAME"]
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags) as run:
-        log.info("MLflow run %s (%s)", run.info.run_id, uri)
+    import mlflow
+
+    tags = {"stage": stage, "params_hash": params_hash(stage_params), "mlflow.parentRunId": parent_id,
+            **git_state(), **_experiment_tag()}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags,
+                          log_system_metrics=system_metrics) as run:
+        log.info("MLflow run %s of pipeline run %s (%s)", run.info.run_id, parent_id, uri)
         tracker = Tracker(active=True)
         tracker.log_params(flatten(stage_params))
         yield tracker
+
+
+def _experiment_tag() -> dict[str, str]:
+    return {"dvc_experiment": os.environ["DVC_EXP_NAME"]} if os.environ.get("DVC_EXP_NAME") else {}
+
+
+def _connect(uri: str, experiment_name: str, params: Params) -> tuple[str, str]:
+    """Set the store up (once, under a lock) and return (experiment id, parent run id)."""
+    import mlflow
+    from filelock import FileLock
+
+    mlflow.set_tracking_uri(uri)
+    lock = contextlib.nullcontext()
+    if uri.startswith("sqlite:///"):
+        # A brand-new SQLite store created by two processes at once can be corrupted: serialise.
+        lock = FileLock(str(Path(uri.removeprefix("sqlite:///")).with_suffix(".db.lock")))
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
+    try:
+        with lock:
+            client = mlflow.MlflowClient()
+            experiment = client.get_experiment_by_name(experiment_name)
+            if experiment is None:
+                artifacts = (repository_root() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
+                experiment_id = client.create_experiment(experiment_name, artifact_location=artifacts)
+            else:
+                experiment_id = experiment.experiment_id
+            execution = pipeline_execution_id()
+            found = client.search_runs([experiment_id], filter_string=f"tags.{PIPELINE_TAG} = '{execution}'",
+                                       max_results=1)
+            if found:
+                return experiment_id, found[0].info.run_id
+            name = os.environ.get("DVC_EXP_NAME") or "pipeline"
+            parent = client.create_run(experiment_id, run_name=name, tags={
+                PIPELINE_TAG: execution, "stage": "pipeline", "params_hash": params_hash(section_dict(params)),
+                **git_state(), **_experiment_tag()})
+            client.log_batch(parent.info.run_id, params=[
+                mlflow.entities.Param(key, str(value)) for key, value in flatten(section_dict(params)).items()])
+            client.set_terminated(parent.info.run_id)
+            return experiment_id, parent.info.run_id
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,18 @@ class HistoryCallback(TrainerCallback):
                     writer.writeheader()
                     for row in rows:
                         writer.writerow({key: _round(row.get(key)) for key in ["step", *keys]})
+
+
+    def log_figures(self, stage: str, groups: dict[str, list[str]]) -> None:
+        """The same groups as PNG learning curves, logged to MLflow (not DVC outputs: PNG bytes vary)."""
+        if not self.tracker.active:
+            return
+        from stages.common.figures import learning_curves
+
+        with tempfile.TemporaryDirectory() as scratch:
+            for name, keys in groups.items():
+                path = learning_curves(self.rows, keys, f"{stage}: {name}", Path(scratch) / f"{stage}_{name}.png")
+                self.tracker.log_artifact(path, "plots")
 
 
 def _round(value: float | None) -> float | str:

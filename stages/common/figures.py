@@ -1,0 +1,54 @@
+"""PNG figures for people (logged to MLflow): learning curves and the confusion matrix.
+
+DVC renders its own plots from the CSV files; these images are what the MLflow UI shows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+
+
+def learning_curves(rows: list[dict[str, float]], keys: list[str], title: str, path: Path) -> Path:
+    """One panel per metric in ``keys`` against step (metrics on very different scales stay readable)."""
+    present = [key for key in keys if any(key in row for row in rows)]
+    figure, axes = plt.subplots(len(present), 1, figsize=(7, 2.2 * max(len(present), 1)), sharex=True,
+                                squeeze=False)
+    for axis, key in zip(axes[:, 0], present):
+        points = [(row["step"], row[key]) for row in rows if key in row]
+        axis.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
+        axis.set_ylabel(key)
+        axis.grid(alpha=0.3)
+    axes[-1, 0].set_xlabel("step")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def confusion_matrix(matrix: list[list[int]], labels: list[str], title: str, path: Path) -> Path:
+    """Counts with row-normalised shading: rows are the true class, columns the prediction."""
+    import numpy as np
+
+    counts = np.asarray(matrix)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    size = max(4, 0.9 * len(labels) + 2)
+    figure, axis = plt.subplots(figsize=(size, size))
+    axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(counts):
+        axis.text(column, row, f"{count}\n{shares[row, column]:.0%}", ha="center", va="center",
+                  color="white" if shares[row, column] > 0.5 else "black")
+    axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
+    axis.set_yticks(range(len(labels)), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("actual")
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,102 @@
+"""MLflow: a real tracking server on loopback, an unreachable one, and DVC temp experiments."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from stages.common.tracking import flatten
+
+from .conftest import git, run, stage_env
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def stage(repo: Path, name: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=repo, env=stage_env(**env),
+                          capture_output=True, text=True)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("mlflow server did not start")
+    yield uri
+    server.terminate()
+    server.wait(timeout=30)
+
+
+def test_flatten_keeps_every_param():
+    assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": None, "e": "[1, 2]"}
+
+
+def test_stage_logs_to_a_real_server(tiny_repo, mlflow_server):
+    import mlflow
+
+    result = stage(tiny_repo, "prepare", MLFLOW_TRACKING_URI=mlflow_server)
+    assert result.returncode == 0, result.stderr
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    experiment = client.get_experiment_by_name("spt-tests")
+    runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"pipeline", "prepare"}
+    prepare = runs["prepare"]
+    assert prepare.data.tags["mlflow.parentRunId"] == runs["pipeline"].info.run_id
+    assert prepare.data.params["prepare.max_length"] == "64"
+    assert prepare.data.params["data.unlabeled"] == json.dumps(["data/tiny/unlabeled.txt"])
+    assert prepare.data.metrics["rows_read"] > 0
+    assert {"git_commit", "git_dirty", "params_hash"} <= set(prepare.data.tags)
+    assert not (tiny_repo / "mlflow.db").exists()
+
+
+def test_unreachable_server_stops_before_any_work(tiny_repo):
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = stage(tiny_repo, "prepare", MLFLOW_TRACKING_URI=dead)
+    assert result.returncode == 2
+    assert "is not usable" in result.stderr and "tracking.required: false" in result.stderr
+    assert not (tiny_repo / "data" / "processed").exists()
+
+
+def test_optional_tracking_continues_without_the_server(tiny_repo):
+    params = (tiny_repo / "params.yaml").read_text().replace("required: true", "required: false")
+    (tiny_repo / "params.yaml").write_text(params)
+    result = stage(tiny_repo, "prepare", MLFLOW_TRACKING_URI=f"http://127.0.0.1:{free_port()}")
+    assert result.returncode == 0, result.stderr
+    assert "continuing without MLflow" in result.stderr
+    assert (tiny_repo / "metrics" / "prepare.json").is_file()
+
+
+def test_temp_experiment_lands_in_the_repository_store(tiny_repo):
+    import mlflow
+
+    git(tiny_repo, "add", "-A")  # a temp experiment sees committed files only
+    git(tiny_repo, "commit", "-qm", "tiny data")
+    run(tiny_repo, "dvc", "exp", "run", "--temp", "-n", "tmp-exp", "-S", "prepare.val_fraction=0.25", "prepare")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("spt-tests")
+    runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'prepare'")
+    assert [r.data.tags.get("dvc_experiment") for r in runs] == ["tmp-exp"]
+    assert runs[0].data.params["prepare.val_fraction"] == "0.25"
