@@ -57,3 +57,26 @@ def test_killed_stage_resumes_to_identical_weights(trained_repo, stage):
     resumed = run(trained_repo, sys.executable, "-m", f"stages.{stage}")
     assert "resuming from checkpoints" in resumed.stderr
     assert weights.read_bytes() == reference
+
+
+def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes(trained_repo):
+    stage = "pretrain_unsup"
+    weights = trained_repo / "models" / stage / "model.safetensors"
+    reference = weights.read_bytes()
+    weights.unlink()
+    process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=trained_repo, env=stage_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    progress = trained_repo / "checkpoints" / stage / "checkpoint-10" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not progress.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "interrupted at step" in stderr and "Run `dvc repro` again to resume" in stderr
+    saved = sorted(int(p.name.split("-")[1]) for p in (trained_repo / "checkpoints" / stage).glob("checkpoint-*"))
+    assert saved and saved[-1] > 10  # a checkpoint at the step where Ctrl-C landed, not only the periodic one
+    assert not weights.exists()
+    resumed = run(trained_repo, sys.executable, "-m", f"stages.{stage}")
+    assert f"resuming from checkpoints/{stage}/checkpoint-{saved[-1]}" in resumed.stderr
+    assert weights.read_bytes() == reference

@@ -11,6 +11,7 @@ from stages.common.config import ConfigError, Params, load_params
 from stages.common.data import DataError
 from stages.common.paths import PARAMS
 from stages.common.tracking import TrackingError
+from stages.common.training import StageInterrupted
 
 
 def run_stage(doc: str, body: Callable[[Params], None], argv: list[str] | None = None) -> None:
@@ -24,3 +25,6 @@ def run_stage(doc: str, body: Callable[[Params], None], argv: list[str] | None =
     except (ConfigError, DataError, TrackingError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except StageInterrupted as err:
+        print(f"stopped: {err}", file=sys.stderr)
+        sys.exit(130)

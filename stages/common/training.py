@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -116,6 +117,36 @@ def clear_checkpoints(checkpoint_dir: Path) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Callbacks
+
+
+class StageInterrupted(RuntimeError):
+    """Training stopped on SIGINT after saving a checkpoint; the next run resumes from it."""
+
+
+class GracefulInterrupt(TrainerCallback):
+    """On SIGINT (Ctrl-C): finish the current step, save a checkpoint, stop; a second SIGINT kills."""
+
+    def __init__(self) -> None:
+        self.interrupted_at: int | None = None
+        self._requested = False
+        self._previous: Any = None
+
+    def on_train_begin(self, args, state, control, **kwargs):  # noqa: D102
+        self._previous = signal.signal(signal.SIGINT, self._request)
+
+    def _request(self, signum, frame) -> None:
+        self._requested = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: D102
+        if self._requested and self.interrupted_at is None:
+            self.interrupted_at = state.global_step
+            control.should_save = True
+            control.should_training_stop = True
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: D102
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class EpochCallback(TrainerCallback):
@@ -243,7 +274,12 @@ def train_resumably(trainer: Trainer, checkpoint_dir: Path, run_fingerprint: str
     resume = resumable_checkpoint(checkpoint_dir, run_fingerprint)
     if resume:
         logging.getLogger(__name__).info("resuming from %s", resume)
+    interrupt = GracefulInterrupt()
+    trainer.add_callback(interrupt)
     result = trainer.train(resume_from_checkpoint=resume)
+    if interrupt.interrupted_at is not None:
+        raise StageInterrupted(f"interrupted at step {interrupt.interrupted_at}; checkpoint saved in "
+                               f"{checkpoint_dir}. Run `dvc repro` again to resume from it")
     return {**result.metrics, "resumed_from_step": int(resume.rsplit("-", 1)[1]) if resume else 0}
 
 
