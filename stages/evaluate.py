@@ -5,6 +5,10 @@ Writes: metrics/evaluate.json (accuracy, macro_f1, ece, per-class precision/reca
         matrix), plots/evaluate/ (confusion.csv: one row per test example, actual vs predicted;
         per_class.csv: per-class scores).
 Params: seed, runtime, evaluate.
+
+As a study run (`--variant V --seed N`, the study_evaluate stage) it reads
+models/study/<V>-<N>/ and writes metrics/study/<V>-<N>/evaluate.json and
+plots/study/<V>-<N>/evaluate/ instead; only the main chain's classifier is registered in MLflow.
 """
 
 from __future__ import annotations
@@ -57,12 +61,13 @@ def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label
                     writer.writerow([name, metric, round(scores[metric], 6)])
 
 
-def main(params: Params) -> None:
+def main(params: Params, variant: str | None = None, seed: int | None = None) -> None:
+    run = paths.study_run(variant, seed) if variant else None
     configure_runtime(params.runtime, params.seed)
-    model_dir = paths.model_dir(MODEL)
+    model_dir = paths.model_dir(MODEL, run)
     with stage_run(STAGE, params, ["seed", "runtime", STAGE]) as tracker:
         model_hash = verify_checkpoint(model_dir, MODEL)
-        tracker.set_tags({"input_checkpoint_sha256": model_hash})
+        tracker.set_tags({"input_checkpoint_sha256": model_hash, "study_run": run or "main"})
         test = datasets.load_from_disk(str(paths.LABELED))["test"]
         logits = predict(model_dir, test, params)
         id2label = AutoConfig.from_pretrained(str(model_dir)).id2label
@@ -70,13 +75,14 @@ def main(params: Params) -> None:
         labels = np.asarray(test["label"])
         report = classification_report(labels, logits, label_names, params.evaluate.ece_bins)
         report["test_examples"] = len(test)
-        write_json(paths.metrics_file(STAGE), report)
-        write_plots(report, labels, logits.argmax(axis=1), label_names, paths.plots_dir(STAGE))
+        write_json(paths.metrics_file(STAGE, run), report)
+        write_plots(report, labels, logits.argmax(axis=1), label_names, paths.plots_dir(STAGE, run))
         headline = {key: report[key] for key in ("accuracy", "macro_f1", "ece")}
         tracker.log_metrics(headline)
-        tracker.log_to_parent({f"test_{key}": value for key, value in headline.items()})
         tracker.log_dict(report, "evaluate.json")
-        log_figures_and_model(tracker, report, label_names, model_dir, params)
+        if run is None:  # the main chain is the pipeline's result: compare it, register it
+            tracker.log_to_parent({f"test_{key}": value for key, value in headline.items()})
+            log_figures_and_model(tracker, report, label_names, model_dir, params)
 
 
 def log_figures_and_model(tracker, report: dict, label_names: list[str], model_dir: Path, params: Params) -> None:
@@ -107,4 +113,4 @@ def log_figures_and_model(tracker, report: dict, label_names: list[str], model_d
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, study=True)

@@ -7,6 +7,10 @@ Writes: models/finetune/ (BertForSequenceClassification; `pipeline("text-classif
         plots/finetune/ (training loss, validation curves), checkpoints/finetune/ (resume).
 Params: seed, runtime, finetune.
 
+As a study run (`--variant spt|baseline|baseline_matched --seed N`, the study_finetune stage) it
+writes to models/study/<variant>-<seed>/, metrics/study/<variant>-<seed>/finetune.json and
+plots/study/<variant>-<seed>/finetune/ instead; see stages/compare.py.
+
 The classifier head trained in pretrain_sup is carried over when its label map matches; from
 pretrain_unsup it starts fresh. Batches are padded dynamically and grouped by length.
 """
@@ -14,20 +18,22 @@ pretrain_unsup it starts fresh. Batches are padded dynamically and grouped by le
 from __future__ import annotations
 
 import json
+import math
+import shutil
 
 import datasets
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
                           EarlyStoppingCallback, Trainer)
 
 from stages.common import paths
-from stages.common.checkpoints import save_checkpoint, verify_checkpoint, write_json
+from stages.common.checkpoints import PROVENANCE_FILE, atomic_output, save_checkpoint, verify_checkpoint, write_json
 from stages.common.cli import run_stage
-from stages.common.config import Params, section_dict
+from stages.common.config import FinetuneConfig, Params, TrainingConfig, section_dict
 from stages.common.data import content_sha256
 from stages.common.metrics import classification_scores
 from stages.common.tracking import stage_run
 from stages.common.training import (HistoryCallback, clear_checkpoints, configure_runtime, fingerprint,
-                                    train_resumably, training_arguments)
+                                    resumable_checkpoint, train_resumably, training_arguments)
 
 STAGE = "finetune"
 PLOTS = {"loss": ["loss", "learning_rate"], "validation": ["eval_accuracy", "eval_macro_f1", "eval_loss"]}
@@ -44,9 +50,50 @@ def load_classifier(init_dir: str, label_map: dict) -> tuple[object, bool]:
     return model, carried
 
 
-def main(params: Params) -> None:
+def study_settings(params: Params, variant: str | None, seed: int | None) -> tuple[FinetuneConfig, int]:
+    """The finetune section and seed of the main chain (variant None) or of a study run.
+
+    spt starts from pretrain_sup, baseline from pretrain_unsup with the same steps, and
+    baseline_matched from pretrain_unsup with as many extra steps as pretrain_sup trained.
+    """
     cfg = params.finetune
-    configure_runtime(params.runtime, params.seed)
+    if variant is None:
+        return cfg, params.seed
+    init_from = "pretrain_sup" if variant == "spt" else "pretrain_unsup"
+    updates: dict = {"init_from": init_from}
+    if variant == "baseline_matched":
+        train_rows = len(datasets.load_from_disk(str(paths.LABELED))["train"])
+        updates["max_steps"] = training_steps(cfg, train_rows) + training_steps(params.pretrain_sup, train_rows)
+    return cfg.model_copy(update=updates), seed
+
+
+def training_steps(cfg: TrainingConfig, train_rows: int) -> int:
+    """Optimizer steps a stage takes: max_steps, or epochs over ``train_rows`` examples."""
+    if cfg.max_steps:
+        return cfg.max_steps
+    per_epoch = math.ceil(train_rows / (cfg.batch_size * cfg.gradient_accumulation_steps))
+    return math.ceil(cfg.epochs * per_epoch)
+
+
+def reuse_main_chain(run: str, run_fingerprint: str) -> bool:
+    """A study run identical to the main chain's finetune (same params, seed and inputs) copies it."""
+    provenance = paths.model_dir(STAGE) / PROVENANCE_FILE
+    if not provenance.is_file() or json.loads(provenance.read_text()).get("fingerprint") != run_fingerprint:
+        return False
+    for source, target in ((paths.model_dir(STAGE), paths.model_dir(STAGE, run)),
+                           (paths.plots_dir(STAGE), paths.plots_dir(STAGE, run))):
+        with atomic_output(target) as staging:
+            shutil.copytree(source, staging)
+    with atomic_output(paths.metrics_file(STAGE, run)) as staging:
+        shutil.copyfile(paths.metrics_file(STAGE), staging)
+    resumable_checkpoint(paths.checkpoint_dir(STAGE, run), run_fingerprint)  # as a trained run leaves it
+    return True
+
+
+def main(params: Params, variant: str | None = None, seed: int | None = None) -> None:
+    cfg, seed = study_settings(params, variant, seed)
+    run = paths.study_run(variant, seed) if variant else None
+    configure_runtime(params.runtime, seed)
     init_dir = paths.model_dir(cfg.init_from)
     with stage_run(STAGE, params, ["seed", "runtime", STAGE], system_metrics=True) as tracker:
         init_hash = verify_checkpoint(init_dir, cfg.init_from)
@@ -55,20 +102,26 @@ def main(params: Params) -> None:
         splits = datasets.load_from_disk(str(paths.LABELED))
         train, validation = (splits[name].select_columns(["input_ids", "label"]) for name in ("train", "validation"))
         inputs = {"data": content_sha256(paths.PROCESSED), "init": init_hash}
-        run_fingerprint = fingerprint({"seed": params.seed, "runtime": section_dict(params.runtime),
+        run_fingerprint = fingerprint({"seed": seed, "runtime": section_dict(params.runtime),
                                        STAGE: section_dict(cfg)}, inputs)
         tracker.set_tags({"input_data_sha256": inputs["data"], "input_checkpoint_sha256": init_hash,
-                          "init_from": cfg.init_from})
+                          "init_from": cfg.init_from, "study_run": run or "main"})
+        tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
+                            "finetune.effective_max_steps": cfg.max_steps})
+        if run and reuse_main_chain(run, run_fingerprint):
+            tracker.set_tags({"reused_from": str(paths.model_dir(STAGE))})
+            return
 
         model, carried = load_classifier(str(init_dir), label_map)
         history = HistoryCallback(tracker)
         callbacks = [history]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+        checkpoints = paths.checkpoint_dir(STAGE, run)
         trainer = Trainer(
             model=model,
             args=training_arguments(
-                cfg, paths.checkpoint_dir(STAGE), params.seed, params.runtime,
+                cfg, checkpoints, seed, params.runtime,
                 eval_strategy="steps", eval_steps=cfg.save_steps, load_best_model_at_end=True,
                 metric_for_best_model="macro_f1", greater_is_better=True,
                 train_sampling_strategy="group_by_length", remove_unused_columns=True),
@@ -77,7 +130,7 @@ def main(params: Params) -> None:
             callbacks=callbacks,
             compute_metrics=lambda p: classification_scores(p.label_ids, p.predictions.argmax(axis=-1)),
         )
-        run_metrics = train_resumably(trainer, paths.checkpoint_dir(STAGE), run_fingerprint)
+        run_metrics = train_resumably(trainer, checkpoints, run_fingerprint)
         evaluation = trainer.evaluate()  # the best checkpoint, reloaded at the end of training
         best_step = int(trainer.state.best_global_step or trainer.state.global_step)
         metrics = {
@@ -86,19 +139,20 @@ def main(params: Params) -> None:
             "val_loss": evaluation["eval_loss"],
             "best_step": best_step,
             "steps": trainer.state.global_step,
+            "max_steps": trainer.state.max_steps,
             "classifier_carried_over": carried,
         }
         if trainer.is_world_process_zero():
-            save_checkpoint(trainer.model, tokenizer, paths.model_dir(STAGE),
-                            {"stage": STAGE, "init": str(init_dir), "init_sha256": init_hash,
+            save_checkpoint(trainer.model, tokenizer, paths.model_dir(STAGE, run),
+                            {"stage": STAGE, "run": run or "main", "init": str(init_dir), "init_sha256": init_hash,
                              "fingerprint": run_fingerprint, "data_sha256": inputs["data"]})
-            write_json(paths.metrics_file(STAGE), metrics)
-            history.write_plots(paths.plots_dir(STAGE), PLOTS)
+            write_json(paths.metrics_file(STAGE, run), metrics)
+            history.write_plots(paths.plots_dir(STAGE, run), PLOTS)
             history.log_figures(STAGE, PLOTS)
-            clear_checkpoints(paths.checkpoint_dir(STAGE))
-        tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE))})
+            clear_checkpoints(checkpoints)
+        tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE, run))})
         tracker.log_metrics({**metrics, **{k: v for k, v in run_metrics.items() if isinstance(v, (int, float))}})
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, study=True)

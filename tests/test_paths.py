@@ -10,6 +10,7 @@ from stages.common.config import Params
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
+STUDY = {"study_spt": "finetune", "study_baseline": "finetune", "study_evaluate": "evaluate"}  # matrix -> module
 
 
 def dvc_stages():
@@ -21,9 +22,21 @@ def names(entries):
 
 
 def test_one_name_per_stage():
-    assert list(dvc_stages()) == STAGES
+    assert list(dvc_stages()) == [*STAGES, *STUDY, "compare"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    stages = dvc_stages()
+    assert stages["study_spt"]["cmd"] == "python -m stages.finetune --variant spt --seed ${item.seed}"
+    assert stages["study_baseline"]["matrix"]["variant"] == list(paths.STUDY_VARIANTS[1:])
+    assert stages["study_evaluate"]["matrix"]["variant"] == list(paths.STUDY_VARIANTS)
+    for stage in ("study_baseline", "study_evaluate"):
+        module = STUDY[stage]
+        assert stages[stage]["cmd"] == f"python -m stages.{module} --variant ${{item.variant}} --seed ${{item.seed}}"
     for stage, spec in dvc_stages().items():
+        if stage in STUDY:
+            continue
+        if stage == "compare":
+            assert "study" in spec["params"]
+            continue
         assert spec["cmd"] == f"python -m stages.{stage}"
         module = importlib.import_module(f"stages.{stage}")
         assert module.__doc__.startswith(f"{stage}:")
@@ -53,14 +66,30 @@ def test_checkpoints_flow_forward():
     assert str(paths.model_dir("finetune")) in stages["evaluate"]["deps"]
 
 
+def test_study_paths_match_the_paths_module():
+    stages = dvc_stages()
+    run = "${item.variant}-${item.seed}"
+    for stage, name in (("study_spt", "spt-${item.seed}"), ("study_baseline", run)):
+        assert names(stages[stage]["outs"]) == [
+            str(paths.model_dir("finetune", name)), str(paths.checkpoint_dir("finetune", name)),
+            str(paths.plots_dir("finetune", name))]
+        assert names(stages[stage]["metrics"]) == [str(paths.metrics_file("finetune", name))]
+    assert "models/pretrain_sup" not in stages["study_baseline"]["deps"]
+    assert names(stages["study_evaluate"]["outs"]) == [str(paths.plots_dir("evaluate", run))]
+    assert names(stages["study_evaluate"]["metrics"]) == [str(paths.metrics_file("evaluate", run))]
+    assert str(paths.model_dir("finetune", run)) in stages["study_evaluate"]["deps"]
+    assert names(stages["compare"]["outs"]) == [str(paths.REPORT), str(paths.plots_dir("compare"))]
+    assert names(stages["compare"]["metrics"]) == [str(paths.metrics_file("compare"))]
+
+
 def test_stage_params_cover_what_the_config_defines():
-    declared = {p for spec in dvc_stages().values() for p in spec["params"]}
+    declared = {p.split(".")[0] for spec in dvc_stages().values() for p in spec["params"]}
     # every section is some stage's dependency, except tracking (it never changes results)
     assert set(Params.model_fields) - declared == {"tracking"}
 
 
 def test_plot_files_exist_in_stage_outputs():
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    plot_dirs = {str(paths.plots_dir(stage)) for stage in STAGES}
+    plot_dirs = {str(paths.plots_dir(stage)) for stage in [*STAGES, "compare"]}
     for entry in spec["plots"]:
         assert str(Path(next(iter(entry))).parent) in plot_dirs

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import shutil
 
 import pytest
@@ -13,10 +14,12 @@ from stages.common.data import content_sha256
 from .conftest import TINY_PARAMS, copy_repository, run
 
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
+STUDY = ["study_spt@7", "study_baseline@baseline-7", "study_baseline@baseline_matched-7",
+         "study_evaluate@spt-7", "study_evaluate@baseline-7", "study_evaluate@baseline_matched-7", "compare"]
 
 
 def ran_stages(output: str) -> list[str]:
-    return [stage for stage in STAGES if f"Running stage '{stage}'" in output]
+    return re.findall(r"Running stage '([^']+)'", output)
 
 
 def lock_outputs(repo) -> dict:
@@ -31,7 +34,7 @@ def repo(tmp_path_factory, tiny_data):
     shutil.copy(TINY_PARAMS, repo / "params.yaml")
     shutil.copytree(tiny_data, repo / "data" / "tiny")
     result = run(repo, "dvc", "repro")
-    assert ran_stages(result.stdout) == STAGES
+    assert sorted(ran_stages(result.stdout)) == sorted(STAGES + STUDY)
     return repo
 
 
@@ -81,11 +84,12 @@ def test_one_parent_run_with_a_child_per_stage(repo):
     parents = [r for r in runs if r.data.tags["stage"] == "pipeline"]
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert [r.data.tags["stage"] for r in children] == STAGES
+    assert sorted(r.data.tags["stage"] for r in children) == sorted(
+        STAGES + ["finetune"] * 3 + ["evaluate"] * 3 + ["compare"])
     assert parents[0].data.params["pretrain_sup.lambda"] == "1.0"
     assert parents[0].data.metrics["test_accuracy"] == pytest.approx(
         json.loads((repo / "metrics" / "evaluate.json").read_text())["accuracy"])
-    by_stage = {r.data.tags["stage"]: r for r in children}
+    by_stage = {r.data.tags["stage"]: r for r in children if r.data.tags.get("study_run", "main") == "main"}
     history = client.get_metric_history(by_stage["pretrain_sup"].info.run_id, "loss_supervised")
     assert len(history) >= 6  # logged every step in the tiny profile
     assert {"loss_mlm", "lambda", "loss", "learning_rate"} <= set(by_stage["pretrain_sup"].data.metrics)
@@ -114,8 +118,26 @@ def test_changing_lambda_reruns_only_the_stages_after_it(repo):
     params["pretrain_sup"]["lambda"] = 0.5
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(repo, "dvc", "repro")
-    assert ran_stages(result.stdout) == ["pretrain_sup", "finetune", "evaluate"]
+    rerun = ["pretrain_sup", "finetune", "evaluate", "study_spt@7", "study_evaluate@spt-7", "compare"]
+    assert sorted(ran_stages(result.stdout)) == sorted(rerun)  # never prepare, pretrain_unsup or the baselines
     _, runs = mlflow_runs(repo)
     newest_parent = [r for r in runs if r.data.tags["stage"] == "pipeline"][-1]
     children = [r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == newest_parent.info.run_id]
-    assert children == ["pretrain_sup", "finetune", "evaluate"]
+    assert sorted(children) == sorted(["pretrain_sup", "finetune", "evaluate", "finetune", "evaluate", "compare"])
+
+
+def test_compare_reports_every_variant_with_intervals(repo):
+    summary = json.loads((repo / "metrics" / "compare.json").read_text())
+    assert set(summary["variants"]) == {"spt", "baseline", "baseline_matched"}
+    for diff in summary["differences"].values():
+        for metric in ("accuracy", "macro_f1"):
+            assert diff[metric]["low"] <= diff[metric]["diff"] <= diff[metric]["high"]
+    # spt with the main chain's seed is the main chain's run, copied
+    assert (repo / "models/study/spt-7/model.safetensors").read_bytes() == \
+        (repo / "models/finetune/model.safetensors").read_bytes()
+    budget = json.loads((repo / "metrics/study/baseline_matched-7/finetune.json").read_text())["max_steps"]
+    assert budget == 8 + 6  # finetune.max_steps + pretrain_sup.max_steps in the tiny profile
+    report = (repo / "reports" / "compare.md").read_text()
+    assert "| baseline_matched |" in report and "## What holds on this data" in report
+    rows = list(csv.DictReader(open(repo / "plots/compare/validation_macro_f1.csv")))
+    assert {row["variant"] for row in rows} == {"spt", "baseline", "baseline_matched"}

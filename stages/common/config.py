@@ -209,6 +209,24 @@ class EvaluateConfig(Section):
     ece_bins: Annotated[int, Field(ge=2, le=100)] = 10
 
 
+class StudyConfig(Section):
+    """The comparison: SPT vs the standard recipe, per seed (see stages/compare.py)."""
+
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=lambda: [42], min_length=1,
+        description="finetune and evaluate every variant once per seed (pretraining is shared)")
+    target_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.99, description="steps-to-target: this fraction of the baseline's best validation macro-F1")
+    bootstrap_samples: Annotated[int, Field(ge=100)] = 2000
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+
 class RuntimeConfig(Section):
     """Execution settings that change numbers; fixed for reproducibility."""
 
@@ -238,6 +256,7 @@ class Params(Section):
     pretrain_sup: PretrainSupConfig = Field(default_factory=PretrainSupConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 

@@ -52,3 +52,21 @@ def confusion_matrix(matrix: list[list[int]], labels: list[str], title: str, pat
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def study_curves(runs: dict[str, list[dict]], path: Path) -> Path:
+    """Validation macro-F1 against finetuning step, one line per variant and seed."""
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for color, (variant, variant_runs) in zip(("C0", "C1", "C2", "C3"), runs.items()):
+        for index, run in enumerate(variant_runs):
+            axis.plot(run["steps"], run["val_macro_f1"], color=color, alpha=0.8, marker=".",
+                      label=variant if index == 0 else None)
+    axis.set_xlabel("finetuning step")
+    axis.set_ylabel("validation macro-F1")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    axis.set_title("finetuning: SPT vs the standard recipe")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
