@@ -55,10 +55,16 @@ def run(params: Params, output_dir: Path, work_dir: Path) -> dict:
 
     label_ids = {name: i for i, name in enumerate(label_names)}
     corpus_stats: dict[str, int] = {}
-    corpus = datasets.Dataset.from_generator(
-        corpus_texts, gen_kwargs={"splits": splits, "sources": tuple(data.unlabeled), "text_column": data.text_column,
-                                  "stats": corpus_stats},
-        cache_dir=str(work_dir / "cache"), features=datasets.Features({"text": datasets.Value("string")}))
+    try:
+        corpus = datasets.Dataset.from_generator(
+            corpus_texts, gen_kwargs={"splits": splits, "sources": tuple(data.unlabeled),
+                                      "text_column": data.text_column, "stats": corpus_stats},
+            cache_dir=str(work_dir / "cache"), features=datasets.Features({"text": datasets.Value("string")}))
+    except datasets.exceptions.DatasetGenerationError as err:
+        # datasets wraps what the generator raised; a problem in the user's file must read as one
+        if isinstance(err.__cause__, DataError):
+            raise err.__cause__ from None
+        raise
     if model_source.name_or_path is None:
         tokenizer = train_wordpiece(lambda: _iter_texts(corpus), params.model.scratch.vocab_size, prep.max_length)
     else:

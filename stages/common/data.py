@@ -236,7 +236,7 @@ def _decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
         for line_number, raw in enumerate(handle, start=1):
             if b"\0" in raw:
                 raise DataError(f"{path}, line {line_number}: contains NUL bytes; this looks like a binary "
-                                "file, not text")
+                                "file, not text. Point data.labeled / data.unlabeled at a UTF-8 text file")
             try:
                 yield line_number, raw.decode("utf-8")
             except UnicodeDecodeError as err:
@@ -320,7 +320,8 @@ def clean_labeled(source: LabeledSource, keep_labels: list[str] | None) -> tuple
     frame = frame[unique].reset_index(drop=True)
     if frame["label"].nunique() < 2:
         raise DataError(f"{source.description}: the label column holds a single class "
-                        f"({frame['label'].iloc[0]!r}); a classifier needs at least two")
+                        f"({frame['label'].iloc[0]!r}); a classifier needs at least two: check data.label_column, "
+                        "or add examples of another class")
     return frame, report
 
 

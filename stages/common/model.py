@@ -73,7 +73,8 @@ def check_bert_config(path: Path, source: str) -> None:
         raise DataError(f"model.source = '{source}': {config_file} is not valid JSON ({err})") from None
     if config.get("model_type") != "bert":
         raise DataError(f"model.source = '{source}': model_type is {config.get('model_type')!r}; this pipeline "
-                        "trains BERT-compatible encoders (model_type 'bert')")
+                        "trains BERT-compatible encoders (model_type 'bert'): point model.source at a BERT "
+                        "checkpoint, or use 'scratch' or builtin:all-minilm-l6-v2")
     if not list(path.glob("*.safetensors")):
         raise DataError(f"model.source = '{source}': {path} has no .safetensors weights; pickled weights "
                         "(pytorch_model.bin) are refused. Convert them with save_pretrained")
