@@ -101,7 +101,9 @@ def log_figures_and_model(tracker, report: dict, label_names: list[str], model_d
         import torch
         import transformers
 
-        classifier = transformers.pipeline("text-classification", model=str(model_dir), device="cpu")
+        # an absolute path: a relative one such as models/finetune looks like a Hub id, and MLflow
+        # would spend a minute of retries fetching its model card from the Hub when offline
+        classifier = transformers.pipeline("text-classification", model=str(model_dir.resolve()), device="cpu")
         mlflow.transformers.log_model(
             classifier, name="model", task="text-classification",
             registered_model_name=params.tracking.registered_model,
