@@ -165,11 +165,16 @@ class HistoryCallback(TrainerCallback):
     def __init__(self, tracker: Any):
         self.tracker = tracker
         self.rows: list[dict[str, float]] = []
+        self.training = True
         self._last_time: float | None = None
         self._last_step = 0
 
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: D102
+        self.training = False
+
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
-        if not state.is_world_process_zero or not logs:
+        # After training, evaluate() re-scores the best checkpoint at the last step: not a new point.
+        if not state.is_world_process_zero or not logs or not self.training:
             return
         values = {key: float(value) for key, value in logs.items() if isinstance(value, (int, float))}
         now = time.perf_counter()
