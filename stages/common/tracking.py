@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import subprocess
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -128,9 +129,11 @@ class Tracker:
         def log() -> None:
             mlflow = _mlflow()
             parent = mlflow.active_run().data.tags.get("mlflow.parentRunId")
+            now = int(time.time() * 1000)
             if parent:
                 mlflow.MlflowClient().log_batch(parent, metrics=[
-                    mlflow.entities.Metric(key, float(value), 0, 0) for key, value in metrics.items()])
+                    mlflow.entities.Metric(key, float(value), now, 0)
+                    for key, value in metrics.items() if value is not None])
 
         self.guard("log_to_parent", log)
 
