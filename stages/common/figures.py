@@ -7,17 +7,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402 - the backend must be chosen first
+from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to select
 
 
 def learning_curves(rows: list[dict[str, float]], keys: list[str], title: str, path: Path) -> Path:
     """One panel per metric in ``keys`` against step (metrics on very different scales stay readable)."""
     present = [key for key in keys if any(key in row for row in rows)]
-    figure, axes = plt.subplots(len(present), 1, figsize=(7, 2.2 * max(len(present), 1)), sharex=True,
-                                squeeze=False)
+    figure = Figure(figsize=(7, 2.2 * max(len(present), 1)))
+    axes = figure.subplots(len(present), 1, sharex=True, squeeze=False)
     for axis, key in zip(axes[:, 0], present):
         points = [(row["step"], row[key]) for row in rows if key in row]
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
@@ -27,7 +24,6 @@ def learning_curves(rows: list[dict[str, float]], keys: list[str], title: str, p
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
@@ -38,7 +34,8 @@ def confusion_matrix(matrix: list[list[int]], labels: list[str], title: str, pat
     counts = np.asarray(matrix)
     shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     size = max(4, 0.9 * len(labels) + 2)
-    figure, axis = plt.subplots(figsize=(size, size))
+    figure = Figure(figsize=(size, size))
+    axis = figure.subplots()
     axis.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     for (row, column), count in np.ndenumerate(counts):
         axis.text(column, row, f"{count}\n{shares[row, column]:.0%}", ha="center", va="center",
@@ -50,13 +47,13 @@ def confusion_matrix(matrix: list[list[int]], labels: list[str], title: str, pat
     axis.set_title(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
 
 
 def study_curves(runs: dict[str, list[dict]], path: Path) -> Path:
     """Validation macro-F1 against finetuning step, one line per variant and seed."""
-    figure, axis = plt.subplots(figsize=(7, 4))
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
     for color, (variant, variant_runs) in zip(("C0", "C1", "C2", "C3"), runs.items()):
         for index, run in enumerate(variant_runs):
             axis.plot(run["steps"], run["val_macro_f1"], color=color, alpha=0.8, marker=".",
@@ -68,5 +65,4 @@ def study_curves(runs: dict[str, list[dict]], path: Path) -> Path:
     axis.set_title("finetuning: SPT vs the standard recipe")
     figure.tight_layout()
     figure.savefig(path, dpi=100)
-    plt.close(figure)
     return path
