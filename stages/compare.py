@@ -95,9 +95,10 @@ def verdicts(summary: dict) -> list[str]:
     if spt["steps_to_target_mean"] is None:
         lines.append("SPT finetuning never reached the target validation macro-F1: **shorter finetuning not shown**.")
     elif base["steps_to_target_mean"] is None or spt["steps_to_target_mean"] < base["steps_to_target_mean"]:
+        baseline_steps = "never" if base["steps_to_target_mean"] is None else f"{base['steps_to_target_mean']:.0f}"
         lines.append(f"SPT finetuning reached the target in **fewer steps** ({spt['steps_to_target_mean']:.0f} vs "
-                     f"{base['steps_to_target_mean'] if base['steps_to_target_mean'] is not None else 'never'} for "
-                     "the standard recipe, mean over seeds): the shorter-finetuning claim holds here.")
+                     f"{baseline_steps} for the standard recipe, mean over seeds): the shorter-finetuning claim "
+                     "holds here.")
     else:
         lines.append(f"SPT finetuning did **not** reach the target sooner ({spt['steps_to_target_mean']:.0f} vs "
                      f"{base['steps_to_target_mean']:.0f} steps): the shorter-finetuning claim does not hold here.")
