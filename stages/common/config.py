@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 BUILTIN_LABELED = ("rotten_tomatoes", "bbc_news")
 BUILTIN_UNLABELED = ("rotten_tomatoes", "bbc_news")
 BUILTIN_MODELS = ("all-minilm-l6-v2",)
-LAMBDA_SCHEDULES = ("constant", "linear_decay", "cosine_decay", "exponential_decay")
 # A Hugging Face Hub id: "name" or "org/name" (letters, digits, '-', '_', '.').
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
