@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh clone:
 #   make repro   set up .venv (pinned) and run the whole pipeline (dvc repro)
 #   make test    set up .venv and run the test suite
+# make repro-check is CI's reproducibility gate (see scripts/repro_check.py).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # Stages run `python -m stages.<name>` through DVC: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test ui clean
+.PHONY: setup repro test repro-check ui clean
 
 setup: $(INSTALLED)
 
@@ -23,6 +24,10 @@ repro: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# Run the tiny profile twice in clean temporary copies; fail if any output hash in dvc.lock differs.
+repro-check: setup
+	$(BIN)/python scripts/repro_check.py
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
