@@ -101,3 +101,30 @@ def test_stage_exits_2_with_the_message(tmp_path, monkeypatch, capsys):
         run_stage(prepare.__doc__, prepare.main, ["--params", str(path)])
     assert exit_info.value.code == 2
     assert "prepare.n_per_class = 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("launch", ["python", "python3.11", "torchrun --standalone --nproc_per_node 2",
+                                    "torchrun --nnodes 2 --nproc_per_node 8 --rdzv_endpoint $MASTER_ADDR:29400",
+                                    "accelerate launch --config_file fsdp.yaml"])
+def test_launchers_accepted(tmp_path, monkeypatch, launch):
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["runtime"]["launch"] = launch
+    assert load_params(write(tmp_path, data)).runtime.launch == launch
+
+
+@pytest.mark.parametrize("launch, expected", [
+    ("", "is empty"),
+    ("  ", "is empty"),
+    ("python -m", "must not contain -m"),
+    ("torchrun --nproc_per_node 2; rm -rf data", "shell character(s) ';'"),
+    ("accelerate --config_file fsdp.yaml", "write 'accelerate launch ...'"),
+    ("torchrn --nproc_per_node 2", "'torchrn' is neither python, torchrun nor accelerate"),
+    ("torchrun 'unclosed", "cannot be split into words"),
+])
+def test_bad_launchers_are_named(tmp_path, monkeypatch, launch, expected):
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["runtime"]["launch"] = launch
+    message = str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
+    assert f"runtime.launch = {launch!r}" in message and expected in message

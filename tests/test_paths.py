@@ -11,6 +11,12 @@ from stages.common.config import Params
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 STUDY = {"study_spt": "finetune", "study_baseline": "finetune", "study_evaluate": "evaluate"}  # matrix -> module
+# Training stages start with the launcher from params.yaml (python, torchrun, accelerate launch); the rest with python.
+LAUNCH = "${runtime.launch}"
+
+
+def launcher(module: str) -> str:
+    return LAUNCH if module in paths.TRAINING_STAGES else "python"
 
 
 def dvc_stages():
@@ -25,24 +31,27 @@ def test_one_name_per_stage():
     assert list(dvc_stages()) == [*STAGES, *STUDY, "compare"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     stages = dvc_stages()
-    assert stages["study_spt"]["cmd"] == "python -m stages.finetune --variant spt --seed ${item.seed}"
+    assert stages["study_spt"]["cmd"] == f"{LAUNCH} -m stages.finetune --variant spt --seed ${{item.seed}}"
     assert stages["study_baseline"]["matrix"]["variant"] == list(paths.STUDY_VARIANTS[1:])
     assert stages["study_evaluate"]["matrix"]["variant"] == list(paths.STUDY_VARIANTS)
     for stage in ("study_baseline", "study_evaluate"):
         module = STUDY[stage]
-        assert stages[stage]["cmd"] == f"python -m stages.{module} --variant ${{item.variant}} --seed ${{item.seed}}"
+        assert stages[stage]["cmd"] == (f"{launcher(module)} -m stages.{module} "
+                                        "--variant ${item.variant} --seed ${item.seed}")
     for stage, spec in dvc_stages().items():
         if stage in STUDY:
             continue
         if stage == "compare":
             assert "study" in spec["params"]
             continue
-        assert spec["cmd"] == f"python -m stages.{stage}"
+        assert spec["cmd"] == f"{launcher(stage)} -m stages.{stage}"
         module = importlib.import_module(f"stages.{stage}")
         assert module.__doc__.startswith(f"{stage}:")
         assert getattr(module, "STAGE", stage) == stage
         assert stage in Params.model_fields and stage in params
         assert stage in spec["params"]
+        if stage in paths.TRAINING_STAGES:
+            assert "runtime" in spec["params"]  # a new launcher reruns the stage (and is in its fingerprint)
 
 
 def test_outputs_match_the_paths_module():

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import difflib
 import re
+import shlex
+import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,6 +23,10 @@ BUILTIN_UNLABELED = ("rotten_tomatoes", "bbc_news")
 BUILTIN_MODELS = ("all-minilm-l6-v2",)
 # A Hugging Face Hub id: "name" or "org/name" (letters, digits, '-', '_', '.').
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# runtime.launch: the launchers dvc.yaml's training commands are written for (see check_launcher).
+LAUNCHERS = ("python", "torchrun", "accelerate")
+_PYTHON = re.compile(r"^python3(\.\d+)?$")
+SHELL_OPERATORS = set(";&|<>`()\n")  # $VAR stays allowed: multi-node flags use it
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -230,9 +236,20 @@ class RuntimeConfig(Section):
     """Execution settings that change numbers; fixed for reproducibility."""
 
     num_threads: Annotated[int, Field(ge=0)] = Field(
-        2, description="torch CPU threads (results depend on it); 0 lets torch decide"
+        2, description="torch CPU threads per process (results depend on it); 0 lets torch decide"
     )
     dataloader_workers: Annotated[int, Field(ge=0)] = 0
+    launch: str = Field(
+        "python",
+        description="the command dvc.yaml starts each training stage with, followed by "
+        "`-m stages.<name>`: python, 'torchrun --nproc_per_node N' or 'accelerate launch --config_file FILE'",
+    )
+
+    @field_validator("launch")
+    @classmethod
+    def _launcher(cls, value: str) -> str:
+        check_launcher(value)
+        return value
 
 
 class TrackingConfig(Section):
@@ -312,6 +329,33 @@ def _known_keys(loc: tuple) -> list[str]:
             return []
         model = field.annotation
     return [field.alias or name for name, field in model.model_fields.items()]
+
+
+def check_launcher(value: str) -> None:
+    """``runtime.launch`` is a launcher command that dvc.yaml can put before ``-m stages.<name>``.
+
+    The first word is python, torchrun, ``accelerate launch`` or another executable on PATH; no
+    ``-m`` (dvc.yaml adds it) and no shell operators (the value is pasted into a shell command).
+    """
+    usage = "use python, 'torchrun --nproc_per_node N' or 'accelerate launch --config_file FILE'"
+    if not value.strip():
+        raise ValueError(f"is empty; {usage}")
+    operators = sorted({char for char in value if char in SHELL_OPERATORS})
+    if operators:
+        raise ValueError(f"contains the shell character(s) {' '.join(map(repr, operators))}; it must be one launcher "
+                         f"command ({usage})")
+    try:
+        words = shlex.split(value)
+    except ValueError as err:
+        raise ValueError(f"cannot be split into words ({err}); {usage}") from None
+    if "-m" in words or "--module" in words:
+        raise ValueError("must not contain -m: dvc.yaml appends `-m stages.<name>` itself; remove it")
+    launcher = Path(words[0]).name
+    if launcher == "accelerate" and words[1:2] != ["launch"]:
+        raise ValueError(f"runs accelerate without `launch`; write 'accelerate launch ...' ({usage})")
+    if not (launcher in LAUNCHERS or _PYTHON.match(launcher) or shutil.which(words[0])):
+        raise ValueError(f"'{words[0]}' is neither python, torchrun nor accelerate, and no executable of that "
+                         f"name is on PATH; {usage}")
 
 
 def _check_source(value: str, builtins: tuple[str, ...]) -> None:
