@@ -23,7 +23,7 @@ import shutil
 
 import datasets
 from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                          EarlyStoppingCallback, Trainer)
+                          EarlyStoppingCallback)
 
 from stages.common import paths
 from stages.common.checkpoints import PROVENANCE_FILE, atomic_output, save_checkpoint, verify_checkpoint, write_json
@@ -32,8 +32,9 @@ from stages.common.config import FinetuneConfig, Params, TrainingConfig, section
 from stages.common.data import content_sha256
 from stages.common.metrics import classification_scores
 from stages.common.tracking import stage_run
-from stages.common.training import (HistoryCallback, clear_checkpoints, configure_runtime, fingerprint,
-                                    resumable_checkpoint, train_resumably, training_arguments)
+from stages.common.training import (HistoryCallback, StageTrainer, clear_checkpoints, configure_runtime, fingerprint,
+                                    gathered_weights, is_main_process, resumable_checkpoint, train_resumably,
+                                    training_arguments)
 
 STAGE = "finetune"
 PLOTS = {"loss": ["loss", "learning_rate"], "validation": ["eval_accuracy", "eval_macro_f1", "eval_loss"]}
@@ -76,10 +77,15 @@ def training_steps(cfg: TrainingConfig, train_rows: int) -> int:
 
 
 def reuse_main_chain(run: str, run_fingerprint: str) -> bool:
-    """A study run identical to the main chain's finetune (same params, seed and inputs) copies it."""
+    """A study run identical to the main chain's finetune (same params, seed and inputs) copies it.
+
+    Under torchrun every process decides the same; only rank 0 copies.
+    """
     provenance = paths.model_dir(STAGE) / PROVENANCE_FILE
     if not provenance.is_file() or json.loads(provenance.read_text()).get("fingerprint") != run_fingerprint:
         return False
+    if not is_main_process():
+        return True
     for source, target in ((paths.model_dir(STAGE), paths.model_dir(STAGE, run)),
                            (paths.plots_dir(STAGE), paths.plots_dir(STAGE, run))):
         with atomic_output(target) as staging:
@@ -118,7 +124,7 @@ def main(params: Params, variant: str | None = None, seed: int | None = None) ->
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         checkpoints = paths.checkpoint_dir(STAGE, run)
-        trainer = Trainer(
+        trainer = StageTrainer(
             model=model,
             args=training_arguments(
                 cfg, checkpoints, seed, params.runtime,
@@ -142,15 +148,18 @@ def main(params: Params, variant: str | None = None, seed: int | None = None) ->
             "max_steps": trainer.state.max_steps,
             "classifier_carried_over": carried,
         }
+        model, weights = gathered_weights(trainer)  # on every process: FSDP gathers the shards
         if trainer.is_world_process_zero():
-            save_checkpoint(trainer.model, tokenizer, paths.model_dir(STAGE, run),
+            save_checkpoint(model, tokenizer, paths.model_dir(STAGE, run),
                             {"stage": STAGE, "run": run or "main", "init": str(init_dir), "init_sha256": init_hash,
-                             "fingerprint": run_fingerprint, "data_sha256": inputs["data"]})
+                             "fingerprint": run_fingerprint, "data_sha256": inputs["data"]},
+                            state_dict=weights)
             write_json(paths.metrics_file(STAGE, run), metrics)
             history.write_plots(paths.plots_dir(STAGE, run), PLOTS)
             history.log_figures(STAGE, PLOTS)
             clear_checkpoints(checkpoints)
-        tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE, run))})
+            # Only here: another process would read the directory while rank 0 writes it.
+            tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE, run))})
         tracker.log_metrics({**metrics, **{k: v for k, v in run_metrics.items() if isinstance(v, (int, float))}})
 
 

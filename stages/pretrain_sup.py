@@ -31,8 +31,8 @@ from stages.common.metrics import classification_scores
 from stages.common.model import IGNORE_INDEX, BertForSupervisedPretraining
 from stages.common.tracking import stage_run
 from stages.common.training import (EpochCallback, HistoryCallback, JointLossTrainer, clear_checkpoints,
-                                    configure_runtime, fingerprint, last_logged, train_resumably,
-                                    training_arguments)
+                                    configure_runtime, fingerprint, gathered_weights, last_logged,
+                                    train_resumably, training_arguments)
 
 STAGE = "pretrain_sup"
 PLOTS = {"loss": ["loss", "loss_mlm", "loss_supervised", "learning_rate"], "lambda": ["lambda"]}
@@ -99,15 +99,18 @@ def main(params: Params) -> None:
             "train_examples": len(train),
             "steps": trainer.state.global_step,
         }
+        model, weights = gathered_weights(trainer)  # on every process: FSDP gathers the shards
         if trainer.is_world_process_zero():
-            save_checkpoint(trainer.model, tokenizer, paths.model_dir(STAGE),
+            save_checkpoint(model, tokenizer, paths.model_dir(STAGE),
                             {"stage": STAGE, "init": str(paths.model_dir(INIT)), "init_sha256": init_hash,
-                             "fingerprint": run_fingerprint, "data_sha256": inputs["data"]})
+                             "fingerprint": run_fingerprint, "data_sha256": inputs["data"]},
+                            state_dict=weights)
             write_json(paths.metrics_file(STAGE), metrics)
             history.write_plots(paths.plots_dir(STAGE), PLOTS)
             history.log_figures(STAGE, PLOTS)
             clear_checkpoints(paths.checkpoint_dir(STAGE))
-        tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE))})
+            # Only here: another process would read the directory while rank 0 writes it.
+            tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE))})
         tracker.log_metrics({**metrics, **{k: v for k, v in run_metrics.items() if isinstance(v, (int, float))}})
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 import datasets
-from transformers import AutoTokenizer, Trainer
+from transformers import AutoTokenizer
 
 from stages.common import paths
 from stages.common.checkpoints import save_checkpoint, write_json
@@ -26,8 +26,9 @@ from stages.common.data import DataError, content_sha256
 from stages.common.metrics import masked_token_accuracy
 from stages.common.model import BertForPackedMaskedLM, masked_predictions, resolve_model_source, scratch_config
 from stages.common.tracking import stage_run
-from stages.common.training import (EpochCallback, HistoryCallback, clear_checkpoints, configure_runtime,
-                                    fingerprint, last_logged, train_resumably, training_arguments)
+from stages.common.training import (EpochCallback, HistoryCallback, StageTrainer, clear_checkpoints,
+                                    configure_runtime, fingerprint, gathered_weights, last_logged,
+                                    train_resumably, training_arguments)
 
 STAGE = "pretrain_unsup"
 PLOTS = {"loss": ["loss", "learning_rate", "grad_norm"]}  # plot file -> logged keys
@@ -71,7 +72,7 @@ def main(params: Params) -> None:
 
         collator = MaskingCollator(tokenizer, cfg.mlm_probability, params.seed, cfg.whole_word_masking)
         history = HistoryCallback(tracker)
-        trainer = Trainer(
+        trainer = StageTrainer(
             model=model,
             args=training_arguments(cfg, paths.checkpoint_dir(STAGE), params.seed, params.runtime),
             train_dataset=corpus, eval_dataset=held_out, data_collator=collator,
@@ -89,16 +90,18 @@ def main(params: Params) -> None:
             "masked_token_accuracy": evaluation["eval_masked_token_accuracy"],
             "steps": trainer.state.global_step,
         }
+        model, weights = gathered_weights(trainer)  # on every process: FSDP gathers the shards
         if trainer.is_world_process_zero():
-            save_checkpoint(trainer.model, tokenizer, paths.model_dir(STAGE),
+            save_checkpoint(model, tokenizer, paths.model_dir(STAGE),
                             {"stage": STAGE, "init": source_provenance, "fingerprint": run_fingerprint,
-                             "data_sha256": inputs["data"]})
+                             "data_sha256": inputs["data"]},
+                            state_dict=weights)
             write_json(paths.metrics_file(STAGE), metrics)
             history.write_plots(paths.plots_dir(STAGE), PLOTS)
             history.log_figures(STAGE, PLOTS)
             clear_checkpoints(paths.checkpoint_dir(STAGE))
-        output_hash = content_sha256(paths.model_dir(STAGE))
-        tracker.set_tags({"output_checkpoint_sha256": output_hash})
+            # Only here: another process would read the directory while rank 0 writes it.
+            tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE))})
         tracker.log_metrics({**metrics, **{k: v for k, v in run_metrics.items() if isinstance(v, (int, float))}})
 
 

@@ -51,14 +51,16 @@ def write_json(path: Path, data: Any) -> None:
         staging.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def save_checkpoint(model: Any, tokenizer: Any, target: Path, provenance: dict[str, Any]) -> None:
+def save_checkpoint(model: Any, tokenizer: Any, target: Path, provenance: dict[str, Any],
+                    state_dict: dict[str, Any] | None = None) -> None:
     """Save model (safetensors), config, tokenizer and provenance as one atomic directory.
 
     The config names the plain transformers class the weights load into (``saved_architecture``),
-    so nothing downstream needs this project's code.
+    so nothing downstream needs this project's code. ``state_dict``: the full weights when the
+    model's own are sharded (FSDP; see training.gathered_weights), else the model's.
     """
     with atomic_output(Path(target)) as staging:
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, state_dict=state_dict)
         tokenizer.save_pretrained(staging)
         architecture = getattr(model, "saved_architecture", None)
         if architecture:

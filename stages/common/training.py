@@ -1,7 +1,8 @@
 """Training with ``transformers.Trainer``: arguments, resumable checkpoints, history, joint loss.
 
 Mixed precision, gradient accumulation, DDP/FSDP (torchrun / accelerate launch) and resuming all
-come from the Trainer; this module only sets it up and subclasses it where the joint loss needs.
+come from the Trainer; this module only sets it up and subclasses it where our losses need
+(:class:`StageTrainer`, :class:`JointLossTrainer`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import datasets
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from stages.common.checkpoints import atomic_output
 from stages.common.config import PretrainSupConfig, RuntimeConfig, TrainingConfig
@@ -41,6 +43,14 @@ def configure_runtime(runtime: RuntimeConfig, seed: int) -> None:
         torch.set_num_threads(runtime.num_threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     set_seed(seed)
+
+
+def is_main_process() -> bool:
+    """True in the process that writes outputs and logs: rank 0 under torchrun / accelerate launch.
+
+    For use before a Trainer exists; afterwards ``trainer.is_world_process_zero()`` says the same.
+    """
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def use_bf16() -> bool:
@@ -72,8 +82,11 @@ def training_arguments(cfg: TrainingConfig, output_dir: Path, seed: int, runtime
         use_cpu=not torch.cuda.is_available(),
         dataloader_num_workers=runtime.dataloader_workers,
         report_to="none",  # tracking goes through HistoryCallback: one pattern for every stage
-        # Our losses are per-batch means; token averaging across devices would rescale them under DDP.
+        # Our losses are per-batch means; token averaging across devices would rescale them under DDP
+        # (StageTrainer also tells the Trainer so).
         average_tokens_across_devices=False,
+        # Every parameter gets a gradient in every step (pretrain_sup overrides this): skip DDP's search.
+        ddp_find_unused_parameters=False,
         remove_unused_columns=False,
         disable_tqdm=False,
     )
@@ -217,10 +230,38 @@ def _round(value: float | None) -> float | str:
 
 
 # --------------------------------------------------------------------------------------------
-# The joint loss
+# The Trainer of every stage, and the joint loss
 
 
-class JointLossTrainer(Trainer):
+class StageTrainer(Trainer):
+    """A Trainer whose results do not depend on how a global batch is split over processes and steps.
+
+    N processes with ``batch_size`` B/N, or one process with B/k and ``gradient_accumulation_steps``
+    k, train like one process with B (tests/test_distributed.py):
+
+    - Our models return a per-batch mean loss and ignore ``num_items_in_batch``. A model whose
+      ``forward`` takes ``**kwargs`` is assumed by the Trainer to normalise by that count itself,
+      so it would skip the division by the accumulation steps and, with
+      ``average_tokens_across_devices``, multiply by the number of processes: loss and gradients
+      k or N times too large. ``model_accepts_loss_kwargs = False`` says how our models behave.
+    - ``group_by_length`` sorts examples by length within "megabatches" of 50 batches, sized from
+      the per-process batch; here they are sized from the global batch, so each optimizer step
+      sees the same examples whatever the number of processes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+
+    def _get_train_sampler(self, train_dataset=None):  # noqa: D102
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            sampler.batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps * max(
+                1, self.args.world_size)
+        return sampler
+
+
+class JointLossTrainer(StageTrainer):
     """Trainer whose loss is L = L_mlm + lambda(t) * L_supervised, with lambda(t) from the schedule.
 
     Logs ``loss_mlm``, ``loss_supervised``, ``lambda`` (means since the last log) beside the total.
@@ -254,7 +295,10 @@ class JointLossTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:  # noqa: D102
         if "loss" in logs and self._count:
-            logs.update({key: value / self._count for key, value in self._sums.items()})
+            # Every process logs at the same steps: average the parts over processes, as the Trainer
+            # does for the total, so they describe the global batch and not rank 0's share of it.
+            means = torch.tensor([value / self._count for value in self._sums.values()], device=self.args.device)
+            logs.update(zip(self._sums, self.accelerator.reduce(means, reduction="mean").tolist()))
             self._sums = dict.fromkeys(self._sums, 0.0)
             self._count = 0
         super().log(logs, start_time)
@@ -274,9 +318,15 @@ def train_resumably(trainer: Trainer, checkpoint_dir: Path, run_fingerprint: str
     """Train, resuming from this run's last complete checkpoint when there is one.
 
     Returns the Trainer's run metrics (runtime, throughput: for MLflow, not for DVC files, which
-    must be identical from run to run) plus ``resumed_from_step``.
+    must be identical from run to run) plus ``resumed_from_step`` and ``world_size`` (processes).
     """
-    resume = resumable_checkpoint(checkpoint_dir, run_fingerprint)
+    # Rank 0 alone cleans up the directory (another run's checkpoints, incomplete ones); the other
+    # processes look only once it is done, and before training (and so saving) can start without
+    # them. With one process wait_for_everyone does nothing.
+    resume = resumable_checkpoint(checkpoint_dir, run_fingerprint) if trainer.is_world_process_zero() else None
+    trainer.accelerator.wait_for_everyone()
+    if not trainer.is_world_process_zero():
+        resume = resumable_checkpoint(checkpoint_dir, run_fingerprint)
     if resume:
         logging.getLogger(__name__).info("resuming from %s", resume)
     interrupt = GracefulInterrupt()
@@ -285,7 +335,20 @@ def train_resumably(trainer: Trainer, checkpoint_dir: Path, run_fingerprint: str
     if interrupt.interrupted_at is not None:
         raise StageInterrupted(f"interrupted at step {interrupt.interrupted_at}; checkpoint saved in "
                                f"{checkpoint_dir}. Run `dvc repro` again to resume from it")
-    return {**result.metrics, "resumed_from_step": int(resume.rsplit("-", 1)[1]) if resume else 0}
+    return {**result.metrics, "resumed_from_step": int(resume.rsplit("-", 1)[1]) if resume else 0,
+            "world_size": trainer.args.world_size}
+
+
+def gathered_weights(trainer: Trainer) -> tuple[Any, dict[str, Any] | None]:
+    """The trained model to save and, under FSDP, its full weights; every process must call this.
+
+    FSDP leaves each process a shard of every weight: the full state dict is gathered here (a
+    collective, so no process may skip it) and is complete on rank 0, which saves it
+    (``save_checkpoint(model, ..., state_dict=...)``). Otherwise: the model, and None (its own weights).
+    """
+    if not trainer.is_fsdp_enabled:
+        return trainer.model, None
+    return trainer.accelerator.unwrap_model(trainer.model), trainer.accelerator.get_state_dict(trainer.model)
 
 
 def last_logged(history: list[dict[str, float]], key: str) -> float | None:

@@ -1,0 +1,181 @@
+"""A global batch split over processes (torchrun) or accumulation steps trains like one batch.
+
+End to end: the tiny profile's training stages run through the real `dvc repro`, once as
+`python -m` with batch 8 and once with `runtime.launch: torchrun ... --nproc_per_node 2` and batch
+4 per process (2 CPU processes, gloo: the same global batch of 8). Only rank 0 may write outputs
+and log to MLflow, and the first logged training loss and gradient norm of each stage must match
+the single-process run. Both start from identically seeded weights and see the same examples in
+step 1, so what differs is:
+
+- the mean over a batch: one process averages the loss over all masked tokens (labeled rows) of
+  its batch; under DDP each process averages over its half and the gradients are averaged, which
+  weighs tokens differently when the halves hold different numbers of them;
+- dropout: each process draws its own masks;
+- pretrain_sup and finetune start from the previous stage's output, which carries both effects.
+
+Measured on the tiny profile: losses within 0.2%, gradient norms of the pretraining stages within
+3.3%, hence LOSS_TOLERANCE = 1% and GRAD_NORM_TOLERANCE = 10%. The error this guards against (the
+Trainer treating our per-batch means as sums over tokens: loss and gradients multiplied by the
+number of processes) is +100%. finetune's gradient norm is not compared: its classifier starts
+near chance, where the gradient is small (~0.1) and the per-process dropout draws alone move it
+by ~45% (with dropout off the two runs agree to every printed digit).
+"""
+
+import json
+import re
+import shutil
+
+import datasets
+import pytest
+import torch
+import yaml
+from transformers import BertConfig, BertForSequenceClassification, default_data_collator
+
+from stages.common.config import PretrainSupConfig, RuntimeConfig, TrainingConfig
+from stages.common.data import content_sha256
+from stages.common.model import BertForPackedMaskedLM, BertForSupervisedPretraining
+from stages.common.training import JointLossTrainer, StageTrainer, training_arguments
+
+from .conftest import TINY_PARAMS, copy_repository, run
+
+# --standalone: a free local port for the rendezvous, so concurrent runs do not collide.
+LAUNCH = "torchrun --standalone --nproc_per_node 2"
+PROCESSES = 2
+TRAINING_STAGES = ["pretrain_unsup", "pretrain_sup", "finetune"]
+LOSS_TOLERANCE = 0.01
+GRAD_NORM_TOLERANCE = 0.10
+GRAD_NORM_COMPARED = ["pretrain_unsup", "pretrain_sup"]
+# Held-out losses after training (rank 0's evaluate() gathers every process's share).
+FINAL_LOSS = {"pretrain_unsup": "eval_loss", "finetune": "val_loss"}
+
+
+def mlflow_client(repo):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("spt-tests").experiment_id
+
+
+def pipeline_runs(repo) -> list[dict[str, list]]:
+    """Per pipeline execution (oldest first): stage -> its child runs."""
+    client, experiment = mlflow_client(repo)
+    runs = client.search_runs([experiment], order_by=["attribute.start_time ASC"])
+    parents = [r.info.run_id for r in runs if r.data.tags["stage"] == "pipeline"]
+    executions = []
+    for parent in parents:
+        children: dict[str, list] = {}
+        for r in runs:
+            if r.data.tags.get("mlflow.parentRunId") == parent:
+                children.setdefault(r.data.tags["stage"], []).append(r)
+        executions.append(children)
+    return executions
+
+
+def first_logged(repo, child, key: str) -> float:
+    client, _ = mlflow_client(repo)
+    history = sorted(client.get_metric_history(child.info.run_id, key), key=lambda m: m.step)
+    assert history and history[0].step == 1, f"{child.data.tags['stage']}: {key} not logged at step 1"
+    return history[0].value
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tiny_data):
+    """The tiny training stages once with one process, then again with two (same global batch)."""
+    repo = copy_repository(tmp_path_factory.mktemp("distributed") / "repo")
+    shutil.copy(TINY_PARAMS, repo / "params.yaml")
+    shutil.copytree(tiny_data, repo / "data" / "tiny")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["runtime"]["launch"] == "python"
+    run(repo, "dvc", "repro", "finetune")
+    per_process = {stage: params[stage]["batch_size"] // PROCESSES for stage in TRAINING_STAGES}
+    settings = [f"runtime.launch={LAUNCH}", *[f"{stage}.batch_size={size}" for stage, size in per_process.items()]]
+    result = run(repo, "dvc", "exp", "run", *[arg for setting in settings for arg in ("-S", setting)], "finetune")
+    repo.joinpath("exp_run.log").write_text(result.stdout + result.stderr)
+    return repo
+
+
+def test_two_processes_train_like_one(repo):
+    single, distributed = pipeline_runs(repo)[-2:]
+    for stage in TRAINING_STAGES:
+        one, two = single[stage][0], distributed[stage][0]
+        assert one.data.metrics["world_size"] == 1 and two.data.metrics["world_size"] == PROCESSES
+        keys = ["loss"] + (["grad_norm"] if stage in GRAD_NORM_COMPARED else [])
+        for key in keys:
+            expected, actual = first_logged(repo, one, key), first_logged(repo, two, key)
+            tolerance = LOSS_TOLERANCE if key == "loss" else GRAD_NORM_TOLERANCE
+            assert actual == pytest.approx(expected, rel=tolerance), (
+                f"{stage}: first {key} is {actual:.5g} with {PROCESSES} processes, {expected:.5g} with one "
+                f"({actual / expected:.3f}x); a factor near {PROCESSES} means the loss is scaled by the "
+                "number of processes")
+        if stage in FINAL_LOSS:
+            key = FINAL_LOSS[stage]
+            assert two.data.metrics[key] == pytest.approx(one.data.metrics[key], rel=LOSS_TOLERANCE), key
+
+
+def test_only_rank_zero_writes_and_logs(repo):
+    log = (repo / "exp_run.log").read_text()
+    assert sorted(re.findall(r"Running stage '([^']+)'", log)) == sorted(TRAINING_STAGES)
+    # one child run per stage and pipeline execution: rank 1 neither opened a run nor a second parent
+    single, distributed = pipeline_runs(repo)[-2:]
+    assert {stage: len(children) for stage, children in distributed.items()} == dict.fromkeys(TRAINING_STAGES, 1)
+    assert "prepare" in single  # the single-process execution ran prepare; it was not rerun
+    client, _ = mlflow_client(repo)
+    for stage in TRAINING_STAGES:
+        child = distributed[stage][0]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "loss")]
+        assert sorted(steps) == sorted(set(steps)), f"{stage}: a step was logged twice"
+        assert child.data.tags["output_checkpoint_sha256"] == content_sha256(repo / "models" / stage)
+        assert [p.name for p in (repo / "checkpoints" / stage).iterdir()] == ["fingerprint"]
+        metrics = json.loads((repo / "metrics" / f"{stage}.json").read_text())
+        assert metrics["steps"] == yaml.safe_load((repo / "params.yaml").read_text())[stage]["max_steps"]
+    # no half-written output left beside any target, and the outputs are the ones dvc.lock records
+    assert not [str(p) for p in repo.rglob(".*.partial-*")]
+    assert "up to date" in run(repo, "dvc", "status", "finetune").stdout
+
+
+# --------------------------------------------------------------------------------------------
+# In process: gradient accumulation k with batch B/k gives the loss and gradient of batch B.
+
+
+TINY = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+            num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def examples(mlm_key: str | None) -> datasets.Dataset:
+    """16 rows of 10 tokens with a class label; with ``mlm_key`` the masked-token targets under that
+    name, 3 per row, so that per-batch means weigh every row alike."""
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(5, 60, (16, 10), generator=generator)
+    rows = {"input_ids": input_ids.tolist(), "labels": torch.randint(0, 3, (16,), generator=generator).tolist()}
+    if mlm_key:
+        masked = torch.full_like(input_ids, -100)
+        masked[:, 1::4] = input_ids[:, 1::4]
+        rows[mlm_key] = masked.tolist()
+    return datasets.Dataset.from_dict(rows).with_format("torch")
+
+
+def first_step(trainer_class, model_class, mlm_key, batch_size, accumulation, tmp_path, **extra):
+    torch.manual_seed(0)
+    model = model_class(BertConfig(**TINY))
+    cfg = TrainingConfig(max_steps=1, batch_size=batch_size, gradient_accumulation_steps=accumulation,
+                         logging_steps=1, learning_rate=1e-3)
+    args = training_arguments(cfg, tmp_path / f"{batch_size}x{accumulation}", 0, RuntimeConfig(),
+                              save_strategy="no", disable_tqdm=True, **extra.pop("arguments", {}))
+    trainer = trainer_class(model=model, args=args, train_dataset=examples(mlm_key),
+                            data_collator=default_data_collator, **extra)
+    trainer.train()
+    return trainer.state.log_history[0]
+
+
+@pytest.mark.parametrize("trainer_class, model_class, mlm_key, extra", [
+    (StageTrainer, BertForPackedMaskedLM, "labels", {}),  # pretrain_unsup: its labels are the masked tokens
+    (StageTrainer, BertForSequenceClassification, None, {}),  # finetune
+    (JointLossTrainer, BertForSupervisedPretraining, "mlm_labels",  # pretrain_sup
+     {"joint": PretrainSupConfig(), "arguments": {"label_names": ["labels"]}}),
+], ids=["pretrain_unsup", "finetune", "pretrain_sup"])
+def test_gradient_accumulation_does_not_scale_the_loss(tmp_path, trainer_class, model_class, mlm_key, extra):
+    whole = first_step(trainer_class, model_class, mlm_key, 8, 1, tmp_path, **dict(extra))
+    split = first_step(trainer_class, model_class, mlm_key, 4, 2, tmp_path, **dict(extra))
+    for key in ("loss", "grad_norm"):
+        assert split[key] == pytest.approx(whole[key], rel=1e-4), (
+            f"{key}: {split[key]:.5g} with 2 accumulation steps of 4, {whole[key]:.5g} with one batch of 8")
