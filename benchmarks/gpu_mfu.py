@@ -89,7 +89,8 @@ def main() -> None:
         args.batch_size, args.seq_len, args.steps, args.warmup = 4, 64, 4, 1
 
     tokenizer = AutoTokenizer.from_pretrained(str(BUILTINS["all-minilm-l6-v2"].locate()))
-    texts = [text for source in ("builtin:rotten_tomatoes", "builtin:bbc_news") for text in iter_unlabeled(source, "text")]
+    texts = [text for source in ("builtin:rotten_tomatoes", "builtin:bbc_news")
+             for text in iter_unlabeled(source, "text")]
     corpus, _ = tokenize_and_pack(datasets.Dataset.from_dict({"text": texts}), tokenizer, args.seq_len)
     config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, args.seq_len),
                         pad_token_id=tokenizer.pad_token_id, **(SMOKE if args.smoke else BERT_BASE))
