@@ -9,6 +9,8 @@ import time
 import pytest
 import yaml
 
+from stages.common.training import COMPLETE_FILE
+
 from .conftest import TINY_PARAMS, copy_repository, run, stage_env
 
 STAGES_TO_KILL = ["pretrain_unsup", "pretrain_sup", "finetune"]
@@ -27,9 +29,9 @@ def longer_runs(repo):
 def kill_after_first_checkpoint(repo, stage):
     process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=repo, env=stage_env(),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = repo / "checkpoints" / stage / "checkpoint-10" / "trainer_state.json"
+    complete = repo / "checkpoints" / stage / "checkpoint-10" / COMPLETE_FILE  # written once the Trainer is done
     deadline = time.monotonic() + 300
-    while not state.exists() and process.poll() is None and time.monotonic() < deadline:
+    while not complete.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()

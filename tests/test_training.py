@@ -2,7 +2,7 @@
 
 import json
 
-from stages.common.training import clear_checkpoints, fingerprint, resumable_checkpoint
+from stages.common.training import clear_checkpoints, fingerprint, mark_complete, resumable_checkpoint
 
 
 def make_checkpoint(directory, step, complete=True):
@@ -10,6 +10,7 @@ def make_checkpoint(directory, step, complete=True):
     path.mkdir(parents=True)
     if complete:
         (path / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        mark_complete(path)
     return path
 
 

@@ -24,12 +24,14 @@ import datasets
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from stages.common.checkpoints import atomic_output
 from stages.common.config import PretrainSupConfig, RuntimeConfig, TrainingConfig
 from stages.common.losses import joint_loss, lambda_at
 
 FINGERPRINT_FILE = "fingerprint"
+COMPLETE_FILE = "checkpoint_complete.json"  # see mark_complete
 
 
 def configure_runtime(runtime: RuntimeConfig, seed: int) -> None:
@@ -102,7 +104,7 @@ def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> str | None:
     """The newest complete Trainer checkpoint of a run with this ``fingerprint``, else None.
 
     A directory left by a run with other params or inputs (another fingerprint) is wiped, so it is
-    never resumed; incomplete checkpoints (killed mid-save: no trainer_state.json) are removed.
+    never resumed; incomplete checkpoints (see :func:`is_complete_checkpoint`) are removed.
     """
     marker = checkpoint_dir / FINGERPRINT_FILE
     if not marker.is_file() or marker.read_text().strip() != fingerprint:
@@ -112,14 +114,43 @@ def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> str | None:
         return None
     complete = []
     for candidate in checkpoint_dir.glob("checkpoint-*"):
-        try:
-            json.loads((candidate / "trainer_state.json").read_text())
+        if is_complete_checkpoint(candidate):
             complete.append(candidate)
-        except (OSError, ValueError):
+        else:
             shutil.rmtree(candidate, ignore_errors=True)
     if not complete:
         return None
     return str(max(complete, key=lambda path: int(path.name.split("-")[1])))
+
+
+def mark_complete(checkpoint: Path) -> None:
+    """Record every file of a finished checkpoint with its size in COMPLETE_FILE (written atomically).
+
+    The Trainer writes model, optimizer, scheduler, RNG state and trainer_state.json one after
+    another straight into the checkpoint directory, and deletes old checkpoints file by file: a
+    kill can leave a directory that holds trainer_state.json but lacks, or has a truncated, weight
+    or optimizer file. Only this record, written once the Trainer has finished, makes it complete.
+    """
+    checkpoint = Path(checkpoint)
+    files = {str(path.relative_to(checkpoint)): path.stat().st_size for path in sorted(checkpoint.rglob("*"))
+             if path.is_file() and not path.name.startswith(COMPLETE_FILE)}
+    staging = checkpoint / f"{COMPLETE_FILE}.partial"
+    staging.write_text(json.dumps(files, indent=1, sort_keys=True) + "\n")
+    os.replace(staging, checkpoint / COMPLETE_FILE)
+
+
+def is_complete_checkpoint(checkpoint: Path) -> bool:
+    """True when the Trainer finished saving ``checkpoint`` and every file it wrote is still whole.
+
+    That is: COMPLETE_FILE parses, lists trainer_state.json, and each file it lists exists with the
+    recorded size (a checkpoint partly deleted, or truncated, is not complete).
+    """
+    try:
+        files = json.loads((Path(checkpoint) / COMPLETE_FILE).read_text())
+        return "trainer_state.json" in files and all(
+            (Path(checkpoint) / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def clear_checkpoints(checkpoint_dir: Path) -> None:
@@ -160,6 +191,15 @@ class GracefulInterrupt(TrainerCallback):
     def on_train_end(self, args, state, control, **kwargs):  # noqa: D102
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
+
+
+class MarkCompleteCheckpoints(TrainerCallback):
+    """Marks each checkpoint complete (:func:`mark_complete`) once the Trainer has finished saving it."""
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: D102
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir():
+            mark_complete(checkpoint)
 
 
 class EpochCallback(TrainerCallback):
@@ -331,6 +371,7 @@ def train_resumably(trainer: Trainer, checkpoint_dir: Path, run_fingerprint: str
         logging.getLogger(__name__).info("resuming from %s", resume)
     interrupt = GracefulInterrupt()
     trainer.add_callback(interrupt)
+    trainer.add_callback(MarkCompleteCheckpoints())
     result = trainer.train(resume_from_checkpoint=resume)
     if interrupt.interrupted_at is not None:
         raise StageInterrupted(f"interrupted at step {interrupt.interrupted_at}; checkpoint saved in "

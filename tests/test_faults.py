@@ -1,0 +1,117 @@
+"""Faults: a kill mid-save never yields a checkpoint that is resumed, and a killed prepare leaves
+no partial output."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from stages.common.training import (COMPLETE_FILE, MarkCompleteCheckpoints, is_complete_checkpoint, mark_complete,
+                                    resumable_checkpoint)
+
+from .conftest import run, stage_env
+
+
+def write_checkpoint(directory, step, files=("model", "optimizer", "scheduler", "rng", "state")):
+    """A checkpoint as the Trainer writes it: weights, optimizer, scheduler, RNG, then trainer_state.json."""
+    path = directory / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    writers = {
+        "model": lambda: save_file({"weight": torch.full((32, 32), float(step))}, path / "model.safetensors"),
+        "optimizer": lambda: torch.save({"state": {0: torch.ones(32, 32) * step}}, path / "optimizer.pt"),
+        "scheduler": lambda: torch.save({"last_epoch": step}, path / "scheduler.pt"),
+        "rng": lambda: torch.save({"cpu": torch.random.get_rng_state()}, path / "rng_state.pth"),
+        "state": lambda: (path / "trainer_state.json").write_text(json.dumps({"global_step": step})),
+    }
+    for name in files:
+        writers[name]()
+    return path
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# Ways a kill (or a kill during the deletion of an old checkpoint) can leave checkpoint-20.
+FAULTS = {
+    # killed while writing the optimizer: no trainer_state.json, no completion record
+    "killed mid-save": lambda path: truncate(path / "optimizer.pt"),
+    # every Trainer file written, killed before the completion record (e.g. while rotating old ones)
+    "not marked complete": lambda path: (path / COMPLETE_FILE).unlink(),
+    # a kill during shutil.rmtree of the checkpoint: some files already gone
+    "missing optimizer": lambda path: (path / "optimizer.pt").unlink(),
+    "missing rng state": lambda path: (path / "rng_state.pth").unlink(),
+    "truncated safetensors": lambda path: truncate(path / "model.safetensors"),
+    "no trainer_state": lambda path: (path / "trainer_state.json").unlink(),
+    "truncated completion record": lambda path: truncate(path / COMPLETE_FILE),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_partial_checkpoint_is_removed_and_the_previous_complete_one_resumed(tmp_path, fault):
+    directory = tmp_path / "checkpoints"
+    resumable_checkpoint(directory, "f1")
+    previous = write_checkpoint(directory, 10)
+    mark_complete(previous)
+    if fault == "killed mid-save":
+        partial = write_checkpoint(directory, 20, files=("model", "optimizer"))
+    else:
+        partial = write_checkpoint(directory, 20)
+        mark_complete(partial)
+    assert is_complete_checkpoint(partial) == (fault != "killed mid-save")
+    FAULTS[fault](partial)
+
+    assert not is_complete_checkpoint(partial)
+    assert resumable_checkpoint(directory, "f1") == str(previous)
+    assert not partial.exists()
+    assert is_complete_checkpoint(previous)  # untouched
+
+
+def test_trainer_state_alone_does_not_make_a_checkpoint_complete(tmp_path):
+    # What the old check accepted: trainer_state.json parses, yet the weights are cut short.
+    path = write_checkpoint(tmp_path, 30)
+    truncate(path / "model.safetensors")
+    assert json.loads((path / "trainer_state.json").read_text()) == {"global_step": 30}
+    assert not is_complete_checkpoint(path)
+
+
+def test_on_save_marks_the_checkpoint_the_trainer_just_wrote(tmp_path):
+    written = write_checkpoint(tmp_path, 40)
+    older = write_checkpoint(tmp_path, 30)
+    state = SimpleNamespace(global_step=40, is_world_process_zero=True)
+    MarkCompleteCheckpoints().on_save(SimpleNamespace(output_dir=str(tmp_path)), state, None)
+    assert is_complete_checkpoint(written)
+    assert not is_complete_checkpoint(older)
+    recorded = json.loads((written / COMPLETE_FILE).read_text())
+    assert recorded == {name: (written / name).stat().st_size for name in
+                        ("model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt", "trainer_state.json")}
+
+
+def test_prepare_killed_mid_write_leaves_no_partial_output(tiny_repo):
+    data = tiny_repo / "data"
+    process = subprocess.Popen([sys.executable, "-m", "stages.prepare"], cwd=tiny_repo, env=stage_env(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staged = []
+    deadline = time.monotonic() + 120
+    while not staged and process.poll() is None and time.monotonic() < deadline:
+        try:  # the staging directory, once it holds something: the kill lands mid-write
+            staged = [path for path in data.glob(".processed.partial-*") if any(path.iterdir())]
+        except FileNotFoundError:
+            pass
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "prepare finished before it could be killed"
+    assert staged, "killed before prepare started writing"
+
+    assert not (data / "processed").exists()  # nothing half-written where the next stage reads
+    run(tiny_repo, sys.executable, "-m", "stages.prepare")
+    assert json.loads((data / "processed" / "label_map.json").read_text())["label2id"] == {"fresh": 0, "rotten": 1}
+    assert not list(data.glob(".processed.partial-*"))  # the stale staging directory is gone too
