@@ -73,9 +73,10 @@ def main() -> None:
 
     def ours(changes: dict, attention: str | None = None):
         def make(counting):
+            stage = {"save_strategy": "no", "train_sampling_strategy": "group_by_length",
+                     "remove_unused_columns": True, "disable_tqdm": True}
             arguments = training_arguments(cfg, Path(scratch) / "ours", params.seed, params.runtime,
-                                           save_strategy="no", train_sampling_strategy="group_by_length",
-                                           remove_unused_columns=True, disable_tqdm=True, **changes)
+                                           **(stage | changes))
             return Trainer(model=model(attention), args=arguments, train_dataset=ours_data["train"],
                            data_collator=counting(DataCollatorWithPadding(tokenizer)))
         return make
