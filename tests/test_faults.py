@@ -1,5 +1,5 @@
-"""Faults: a kill mid-save never yields a checkpoint that is resumed, and a killed prepare leaves
-no partial output."""
+"""Faults: a kill mid-save never yields a checkpoint that is resumed, and a run resumed mid-epoch
+replays that epoch's data order; a killed prepare leaves no partial output."""
 
 import json
 import signal
@@ -8,6 +8,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+import datasets
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -115,3 +116,62 @@ def test_prepare_killed_mid_write_leaves_no_partial_output(tiny_repo):
     run(tiny_repo, sys.executable, "-m", "stages.prepare")
     assert json.loads((data / "processed" / "label_map.json").read_text())["label2id"] == {"fresh": 0, "rotten": 1}
     assert not list(data.glob(".processed.partial-*"))  # the stale staging directory is gone too
+
+
+def tiny_classifier_run(output_dir, kill_at_step=None):
+    """A tiny BERT classifier trained 30 steps (3 epochs) with length-grouped batches, through train_resumably.
+
+    ``kill_at_step``: die at the end of that step, leaving the checkpoints saved before it.
+    """
+    from transformers import (BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments,
+                              set_seed)
+
+    from stages.common.training import train_resumably
+
+    class Killed(Exception):
+        pass
+
+    class Die(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == kill_at_step:
+                raise Killed
+
+    set_seed(7)
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 12, (40,), generator=generator).tolist()
+    data = datasets.Dataset.from_dict({
+        "input_ids": [torch.randint(1, 50, (n,), generator=generator).tolist() for n in lengths],
+        "label": torch.randint(0, 2, (40,), generator=generator).tolist()})
+
+    def pad(rows):
+        width = max(len(row["input_ids"]) for row in rows)
+        ids = torch.tensor([row["input_ids"] + [0] * (width - len(row["input_ids"])) for row in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor([r["label"] for r in rows])}
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32,
+                                                     max_position_embeddings=16))
+    args = TrainingArguments(output_dir=str(output_dir), max_steps=30, per_device_train_batch_size=4, save_steps=5,
+                             save_total_limit=2, learning_rate=1e-2, seed=7, data_seed=7, use_cpu=True,
+                             report_to="none", train_sampling_strategy="group_by_length", logging_steps=5,
+                             disable_tqdm=True, remove_unused_columns=False)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=pad,
+                      callbacks=[Die()] if kill_at_step else [])
+    sigint = signal.getsignal(signal.SIGINT)  # train_resumably's Ctrl-C handler stays set when it dies
+    try:
+        train_resumably(trainer, output_dir, "tiny")
+    except Killed:
+        return None
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    return {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+
+
+def test_resume_after_the_first_epoch_draws_the_same_length_grouped_order(tmp_path):
+    # group_by_length draws each epoch's order from the global torch RNG when the epoch starts; a
+    # run resumed mid-epoch must draw the order the uninterrupted run drew, not a new one.
+    reference = tiny_classifier_run(tmp_path / "reference")
+    assert tiny_classifier_run(tmp_path / "resumed", kill_at_step=17) is None
+    assert is_complete_checkpoint(tmp_path / "resumed" / "checkpoint-15")  # in the second epoch (10 steps each)
+    resumed = tiny_classifier_run(tmp_path / "resumed")
+    assert all(torch.equal(reference[name], resumed[name]) for name in reference)

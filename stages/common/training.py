@@ -32,6 +32,7 @@ from stages.common.losses import joint_loss, lambda_at
 
 FINGERPRINT_FILE = "fingerprint"
 COMPLETE_FILE = "checkpoint_complete.json"  # see mark_complete
+EPOCH_RNG_FILE = "epoch_rng_state.pt"  # see ReplayEpochOrder
 
 
 def configure_runtime(runtime: RuntimeConfig, seed: int) -> None:
@@ -200,6 +201,37 @@ class MarkCompleteCheckpoints(TrainerCallback):
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if state.is_world_process_zero and checkpoint.is_dir():
             mark_complete(checkpoint)
+
+
+class ReplayEpochOrder(TrainerCallback):
+    """A run resumed mid-epoch draws that epoch's data order exactly as the uninterrupted run did.
+
+    Samplers without a seeded generator of their own (``group_by_length``'s LengthGroupedSampler)
+    draw an epoch's order from the global torch RNG when the epoch starts. The Trainer restores the
+    RNG state saved with a checkpoint only after fast-forwarding the dataloader, so a run resumed
+    after the first epoch would draw a new order, skip the wrong batches and train on other data.
+    This keeps the RNG state at the start of each epoch in every checkpoint (EPOCH_RNG_FILE) and
+    puts it back when the resumed run begins that epoch again. Uninterrupted runs are unchanged.
+    """
+
+    def __init__(self, resume_from: str | None):
+        self.resume_from = resume_from
+        self.epoch_start: dict[str, Any] | None = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: D102
+        epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
+        saved = Path(self.resume_from) / EPOCH_RNG_FILE if self.resume_from else None
+        self.resume_from = None  # only the first epoch of a resumed run
+        if saved is not None and saved.is_file():
+            start = torch.load(saved, weights_only=True)
+            if start["epoch"] == epoch:  # at an epoch boundary the Trainer's own RNG restore is right
+                torch.random.set_rng_state(start["cpu"])
+        self.epoch_start = {"epoch": epoch, "cpu": torch.random.get_rng_state()}
+
+    def on_save(self, args, state, control, **kwargs):  # noqa: D102
+        checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and checkpoint.is_dir() and self.epoch_start is not None:
+            torch.save(self.epoch_start, checkpoint / EPOCH_RNG_FILE)
 
 
 class EpochCallback(TrainerCallback):
@@ -371,7 +403,8 @@ def train_resumably(trainer: Trainer, checkpoint_dir: Path, run_fingerprint: str
         logging.getLogger(__name__).info("resuming from %s", resume)
     interrupt = GracefulInterrupt()
     trainer.add_callback(interrupt)
-    trainer.add_callback(MarkCompleteCheckpoints())
+    trainer.add_callback(ReplayEpochOrder(resume))
+    trainer.add_callback(MarkCompleteCheckpoints())  # last: lists every file the others saved
     result = trainer.train(resume_from_checkpoint=resume)
     if interrupt.interrupted_at is not None:
         raise StageInterrupted(f"interrupted at step {interrupt.interrupted_at}; checkpoint saved in "
