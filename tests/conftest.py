@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -85,6 +90,58 @@ def tiny_repo(tmp_path, tiny_data) -> Path:
     shutil.copy(TINY_PARAMS, repo / "params.yaml")
     shutil.copytree(tiny_data, repo / "data" / "tiny")
     return repo
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class MlflowServer:
+    """A real ``mlflow server`` on a free loopback port, its SQLite store and artifacts in ``directory``.
+
+    It runs in its own process group, so :meth:`stop` ends its workers too and the port goes dead.
+    """
+
+    def __init__(self, directory: Path):
+        self.store = directory / "server.db"
+        self.uri = f"http://127.0.0.1:{free_port()}"
+        self.process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
+             "--port", self.uri.rsplit(":", 1)[1], "--backend-store-uri", f"sqlite:///{self.store}",
+             "--default-artifact-root", (directory / "artifacts").as_uri(), "--workers", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"{self.uri}/health", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.5)
+        self.stop()
+        pytest.fail("mlflow server did not start")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # workers that outlived their parent
+
+
+@pytest.fixture
+def mlflow_server(tmp_path) -> MlflowServer:
+    server = MlflowServer(tmp_path)
+    server.wait_ready()
+    yield server
+    server.stop()
 
 
 def labeled_frame(rows: list[tuple[str, str]]) -> pd.DataFrame:

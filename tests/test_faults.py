@@ -1,5 +1,9 @@
 """Faults: a kill mid-save never yields a checkpoint that is resumed, and a run resumed mid-epoch
-replays that epoch's data order; a killed prepare leaves no partial output."""
+replays that epoch's data order; a killed prepare leaves no partial output; a tracking server that
+dies mid-run neither stops training, nor loses DVC files, nor stalls the stage on HTTP retries.
+(SIGKILL at random moments in every stage, with byte-identical results afterwards, is
+scripts/kill_trials.py.)
+"""
 
 import json
 import signal
@@ -11,12 +15,13 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from stages.common.training import (COMPLETE_FILE, MarkCompleteCheckpoints, is_complete_checkpoint, mark_complete,
                                     resumable_checkpoint)
 
-from .conftest import run, stage_env
+from .conftest import MlflowServer, run, stage_env
 
 
 def write_checkpoint(directory, step, files=("model", "optimizer", "scheduler", "rng", "state")):
@@ -116,6 +121,53 @@ def test_prepare_killed_mid_write_leaves_no_partial_output(tiny_repo):
     run(tiny_repo, sys.executable, "-m", "stages.prepare")
     assert json.loads((data / "processed" / "label_map.json").read_text())["label2id"] == {"fresh": 0, "rotten": 1}
     assert not list(data.glob(".processed.partial-*"))  # the stale staging directory is gone too
+
+
+def test_training_survives_the_tracking_server_dying(tiny_repo, tmp_path):
+    import mlflow
+
+    stage = "pretrain_unsup"
+    params = yaml.safe_load((tiny_repo / "params.yaml").read_text())
+    params[stage].update(max_steps=200, save_steps=10, logging_steps=1)
+    (tiny_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    server = MlflowServer(tmp_path / "server")  # starts while prepare runs (into the repo's own store)
+    process = None
+    try:
+        run(tiny_repo, sys.executable, "-m", "stages.prepare")
+        server.wait_ready()
+        log = tmp_path / "stage.log"
+        with open(log, "w") as stderr:
+            process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=tiny_repo, stderr=stderr,
+                                       stdout=subprocess.DEVNULL, env=stage_env(MLFLOW_TRACKING_URI=server.uri))
+            first = tiny_repo / "checkpoints" / stage / "checkpoint-10"
+            deadline = time.monotonic() + 180
+            while not first.exists() and process.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            server.stop()
+            died = time.monotonic()
+            assert process.poll() is None, "the stage ended before the server died; make the run longer"
+            process.wait(timeout=300)
+        after_death = time.monotonic() - died
+    finally:
+        server.stop()
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+    output = log.read_text()
+
+    assert process.returncode == 0, output[-3000:]
+    assert after_death < 60, f"the stage took {after_death:.0f} s after the server died: HTTP retries"
+    assert output.count("tracking is off") == 1, output[-3000:]
+    metrics = json.loads((tiny_repo / "metrics" / f"{stage}.json").read_text())
+    assert metrics["steps"] == 200
+    assert (tiny_repo / "models" / stage / "model.safetensors").is_file()
+    assert (tiny_repo / "plots" / stage / "loss.csv").read_text().count("\n") == 201  # header + every step
+    # The run had started logging to the server before it died.
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{server.store}")
+    runs = client.search_runs([client.get_experiment_by_name("spt-tests").experiment_id],
+                              filter_string=f"tags.stage = '{stage}'")
+    assert len(runs) == 1
+    assert 0 < len(client.get_metric_history(runs[0].info.run_id, "loss")) < 200
 
 
 def tiny_classifier_run(output_dir, kill_at_step=None):

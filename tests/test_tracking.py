@@ -1,53 +1,18 @@
 """MLflow: a real tracking server on loopback, an unreachable one, and DVC temp experiments."""
 
 import json
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-
-import pytest
 
 from stages.common.tracking import flatten
 
-from .conftest import git, run, stage_env
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from .conftest import free_port, git, run, stage_env
 
 
 def stage(repo: Path, name: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", f"stages.{name}"], cwd=repo, env=stage_env(**env),
                           capture_output=True, text=True)
-
-
-@pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-         "--default-artifact-root", (tmp_path / "artifacts").as_uri(), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{uri}/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail("mlflow server did not start")
-    yield uri
-    server.terminate()
-    server.wait(timeout=30)
 
 
 def test_flatten_keeps_every_param():
@@ -57,9 +22,9 @@ def test_flatten_keeps_every_param():
 def test_stage_logs_to_a_real_server(tiny_repo, mlflow_server):
     import mlflow
 
-    result = stage(tiny_repo, "prepare", MLFLOW_TRACKING_URI=mlflow_server)
+    result = stage(tiny_repo, "prepare", MLFLOW_TRACKING_URI=mlflow_server.uri)
     assert result.returncode == 0, result.stderr
-    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server.uri)
     experiment = client.get_experiment_by_name("spt-tests")
     runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"pipeline", "prepare"}

@@ -29,6 +29,9 @@ from stages.common.config import Params, TrackingConfig, section_dict
 
 log = logging.getLogger(__name__)
 PIPELINE_TAG = "pipeline_execution"
+# MLflow's HTTP settings while a stage runs (see _fail_fast_http); the user's own values win.
+HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 class TrackingError(RuntimeError):
@@ -123,6 +126,18 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.guard("log_artifact", lambda: _mlflow().log_artifact(str(path), artifact_path))
 
+    def end_run(self, status: str) -> None:
+        """End the stage's run (and its system-metrics monitor); never raises.
+
+        Tried even after a failure switched tracking off, since the store may be back; a failure
+        then stays silent (the stage has warned once already).
+        """
+        if self.active:
+            self.guard("end_run", lambda: _mlflow().end_run(status))
+        else:
+            with contextlib.suppress(Exception):
+                _mlflow().end_run(status)
+
     def log_to_parent(self, metrics: dict[str, float]) -> None:
         """Final metrics of the pipeline on its parent run, to compare whole pipelines side by side."""
 
@@ -146,6 +161,12 @@ def _mlflow() -> Any:
 
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, sections: list[str], system_metrics: bool = False) -> Iterator[Tracker]:
+    """An MLflow child run for one stage (see :func:`_stage_run`), under fail-fast HTTP settings."""
+    with _fail_fast_http():
+        yield from _stage_run(stage, params, sections, system_metrics)
+
+
+def _stage_run(stage: str, params: Params, sections: list[str], system_metrics: bool) -> Iterator[Tracker]:
     """An MLflow child run for one stage, logging the params of ``sections`` (flattened) and lineage tags.
 
     The store is checked here, before the stage does any work: unreachable with
@@ -172,12 +193,19 @@ def stage_run(stage: str, params: Params, sections: list[str], system_metrics: b
 
     tags = {"stage": stage, "params_hash": params_hash(stage_params), "mlflow.parentRunId": parent_id,
             **git_state(), **_experiment_tag()}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags,
-                          log_system_metrics=system_metrics) as run:
+    tracker = Tracker(active=True)
+    # Not `with mlflow.start_run()`: its exit (end_run) calls the store and would raise if it died.
+    run = tracker.guard("start_run", lambda: mlflow.start_run(
+        experiment_id=experiment_id, run_name=stage, tags=tags, log_system_metrics=system_metrics))
+    if run is not None:
         log.info("MLflow run %s of pipeline run %s (%s)", run.info.run_id, parent_id, uri)
-        tracker = Tracker(active=True)
-        tracker.log_params(flatten(stage_params))
+    tracker.log_params(flatten(stage_params))
+    status = "FAILED"
+    try:
         yield tracker
+        status = "FINISHED"
+    finally:
+        tracker.end_run(status)
 
 
 def _experiment_tag() -> dict[str, str]:
@@ -224,3 +252,20 @@ def _connect(uri: str, experiment_name: str, params: Params) -> tuple[str, str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@contextlib.contextmanager
+def _fail_fast_http() -> Iterator[None]:
+    """MLflow's HTTP settings for a stage: two quick retries and a 10 s timeout, unless set by the user.
+
+    MLflow reads them at every request. Its defaults (7 retries with exponential backoff, 120 s
+    timeout) would stall the stage for minutes at each call once a tracking server has died.
+    """
+    saved = {key: os.environ.get(key) for key in HTTP_FAIL_FAST}
+    os.environ.update({key: value for key, value in HTTP_FAIL_FAST.items() if saved[key] is None})
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
