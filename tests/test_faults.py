@@ -1,8 +1,10 @@
-"""Faults: a kill mid-save never yields a checkpoint that is resumed, and a run resumed mid-epoch
-replays that epoch's data order; a killed prepare leaves no partial output; a tracking server that
-dies mid-run neither stops training, nor loses DVC files, nor stalls the stage on HTTP retries.
-(SIGKILL at random moments in every stage, with byte-identical results afterwards, is
-scripts/kill_trials.py.)
+"""Faults: what a kill, a dying tracking server or experiments run at once can and cannot do.
+
+A kill mid-save never yields a checkpoint that is resumed, and a run resumed mid-epoch replays
+that epoch's data order; a killed prepare leaves no partial output; a tracking server that dies
+mid-run neither stops training, nor loses DVC files, nor stalls the stage on HTTP retries; two
+queued experiments at once lose no MLflow run or metric point. (SIGKILL at random moments in every
+stage, with byte-identical results afterwards, is scripts/kill_trials.py.)
 """
 
 import json
@@ -21,7 +23,7 @@ from safetensors.torch import save_file
 from stages.common.training import (COMPLETE_FILE, MarkCompleteCheckpoints, is_complete_checkpoint, mark_complete,
                                     resumable_checkpoint)
 
-from .conftest import MlflowServer, run, stage_env
+from .conftest import REPO, MlflowServer, run, stage_env
 
 
 def write_checkpoint(directory, step, files=("model", "optimizer", "scheduler", "rng", "state")):
@@ -227,3 +229,14 @@ def test_resume_after_the_first_epoch_draws_the_same_length_grouped_order(tmp_pa
     assert is_complete_checkpoint(tmp_path / "resumed" / "checkpoint-15")  # in the second epoch (10 steps each)
     resumed = tiny_classifier_run(tmp_path / "resumed")
     assert all(torch.equal(reference[name], resumed[name]) for name in reference)
+
+
+def test_two_queued_experiments_at_once_lose_no_run_and_no_metric():
+    # scripts/queue_trial.py on prepare and pretrain_unsup: two experiments from `dvc queue start
+    # -j 2` write to one SQLite store at the same time; it exits 1 on any lost run or metric point.
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "queue_trial.py"), "--stages", "prepare",
+                             "pretrain_unsup", "--param", "pretrain_unsup.learning_rate", "--values", "0.001", "0.002"],
+                            env=stage_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-3000:]
+    assert "experiments ran at the same time: yes" in result.stdout
+    assert "total: runs expected 6, found 6;" in result.stdout
