@@ -53,12 +53,16 @@ def trained_repo(tmp_path_factory, tiny_data):
 def test_killed_stage_resumes_to_identical_weights(trained_repo, stage):
     weights = trained_repo / "models" / stage / "model.safetensors"
     reference = weights.read_bytes()
+    records = {path: path.read_bytes() for path in [trained_repo / "metrics" / f"{stage}.json",
+                                                    *(trained_repo / "plots" / stage).iterdir()]}
     weights.unlink()
     kill_after_first_checkpoint(trained_repo, stage)
     assert not weights.exists()  # nothing half-written where the next stage would read it
     resumed = run(trained_repo, sys.executable, "-m", f"stages.{stage}")
     assert "resuming from checkpoints" in resumed.stderr
     assert weights.read_bytes() == reference
+    # the metrics and the learning curves keep what was logged before the kill
+    assert {path: path.read_bytes() for path in records} == records
 
 
 def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes(trained_repo):

@@ -261,6 +261,12 @@ class HistoryCallback(TrainerCallback):
         # After training, evaluate() re-scores the best checkpoint at the last step: not a new point.
         if not state.is_world_process_zero or not logs or not self.training:
             return
+        if not self.rows:
+            # A resumed run: the checkpoint's log history holds what was logged before the
+            # interruption (the Trainer has just appended this call's entry), so the plots keep it.
+            self.rows = [{"step": entry["step"], **{key: float(value) for key, value in entry.items()
+                                                   if key != "step" and isinstance(value, (int, float))}}
+                         for entry in state.log_history[:-1]]
         values = {key: float(value) for key, value in logs.items() if isinstance(value, (int, float))}
         now = time.perf_counter()
         if "loss" in values and self._last_time is not None and state.global_step > self._last_step:
