@@ -198,6 +198,9 @@ class MarkCompleteCheckpoints(TrainerCallback):
     """Marks each checkpoint complete (:func:`mark_complete`) once the Trainer has finished saving it."""
 
     def on_save(self, args, state, control, **kwargs):  # noqa: D102
+        # Under DDP every process writes its own RNG state file: list the files once all have.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         checkpoint = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
         if state.is_world_process_zero and checkpoint.is_dir():
             mark_complete(checkpoint)
