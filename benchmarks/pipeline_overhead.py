@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import TINY_PARAMS, copy_repository, stage_env, write_tiny_data  # noqa: E402
+from tests.conftest import stage_env, tiny_repository  # noqa: E402
 
 EXPECTED_AFTER_LAMBDA = ["pretrain_sup", "finetune", "evaluate", "study_spt@7", "study_evaluate@spt-7", "compare"]
 
@@ -42,9 +41,7 @@ def timed(repo: Path, *command: str) -> tuple[float, str]:
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="overhead-") as scratch:
-        repo = copy_repository(Path(scratch) / "repo")
-        shutil.copy(TINY_PARAMS, repo / "params.yaml")
-        write_tiny_data(repo / "data" / "tiny")
+        repo = tiny_repository(Path(scratch) / "repo")
         build, _ = timed(repo, "dvc", "repro")
         print(f"tiny profile, first `dvc repro` (12 stages): {build:.1f} s")
 

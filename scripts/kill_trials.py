@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from stages.common.data import content_sha256  # noqa: E402
 from stages.common.training import is_complete_checkpoint  # noqa: E402
-from tests.conftest import TINY_PARAMS, copy_repository, stage_env, write_tiny_data  # noqa: E402
+from tests.conftest import stage_env, tiny_repository  # noqa: E402
 from tests.test_resume import longer_runs  # noqa: E402
 
 TRAINING_STAGES = ["pretrain_unsup", "pretrain_sup", "finetune"]
@@ -50,9 +50,7 @@ RESUMED = re.compile(r"resuming from \S*checkpoint-(\d+)")
 
 def build_repository(directory: Path, steps: int) -> Path:
     """A repository copy with the tiny profile, ``steps`` optimizer steps per training stage."""
-    repo = copy_repository(directory)
-    shutil.copy(TINY_PARAMS, repo / "params.yaml")
-    write_tiny_data(repo / "data" / "tiny")
+    repo = tiny_repository(directory)
     longer_runs(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for stage in TRAINING_STAGES:

@@ -38,7 +38,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import TINY_PARAMS, copy_repository, git, stage_env, write_tiny_data  # noqa: E402
+from tests.conftest import git, stage_env, tiny_repository  # noqa: E402
 
 TRAINING = {"pretrain_unsup", "pretrain_sup", "finetune"}
 # Final metrics each stage logs once (beside per-step histories), and the parent run's.
@@ -59,9 +59,7 @@ def dvc(repo: Path, *args: str, check: bool = True) -> str:
 
 def build_repository(directory: Path) -> Path:
     """Tiny profile and data, committed: a queued experiment sees committed files only."""
-    repo = copy_repository(directory)
-    shutil.copy(TINY_PARAMS, repo / "params.yaml")
-    write_tiny_data(repo / "data" / "tiny")
+    repo = tiny_repository(directory)
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "tiny profile and data")
     return repo

@@ -22,7 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import TINY_PARAMS, copy_repository, stage_env, write_tiny_data  # noqa: E402
+from tests.conftest import stage_env, tiny_repository, write_tiny_data  # noqa: E402
 
 
 def output_hashes(repo: Path) -> dict[str, str]:
@@ -41,13 +41,6 @@ def differences(first: dict[str, str], second: dict[str, str]) -> list[str]:
     return lines
 
 
-def make_copy(root: Path, data: Path) -> Path:
-    repo = copy_repository(root)
-    shutil.copy(TINY_PARAMS, repo / "params.yaml")
-    shutil.copytree(data, repo / "data" / "tiny")
-    return repo
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", action="store_true", help="keep the two temporary copies for inspection")
@@ -56,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = Path(tempfile.mkdtemp(prefix="repro-check-"))
     try:
         write_tiny_data(scratch / "data")
-        repos = [make_copy(scratch / name, scratch / "data") for name in ("first", "second")]
+        repos = [tiny_repository(scratch / name, scratch / "data") for name in ("first", "second")]
         started = time.monotonic()
         runs = [subprocess.Popen(["dvc", "repro"], cwd=repo, env=stage_env(), stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True) for repo in repos]

@@ -83,13 +83,22 @@ def tiny_data(tmp_path_factory) -> Path:
     return directory
 
 
+def tiny_repository(target: Path, data: Path | None = None) -> Path:
+    """A repository copy with the tiny profile as params.yaml and the tiny data in data/tiny:
+    copied from ``data`` (written by :func:`write_tiny_data`), or written afresh when None."""
+    repo = copy_repository(target)
+    shutil.copy(TINY_PARAMS, repo / "params.yaml")
+    if data is None:
+        write_tiny_data(repo / "data" / "tiny")
+    else:
+        shutil.copytree(data, repo / "data" / "tiny")
+    return repo
+
+
 @pytest.fixture
 def tiny_repo(tmp_path, tiny_data) -> Path:
     """A fresh repository copy with the tiny profile as params.yaml and the tiny data in place."""
-    repo = copy_repository(tmp_path / "repo")
-    shutil.copy(TINY_PARAMS, repo / "params.yaml")
-    shutil.copytree(tiny_data, repo / "data" / "tiny")
-    return repo
+    return tiny_repository(tmp_path / "repo", tiny_data)
 
 
 def free_port() -> int:

@@ -23,7 +23,6 @@ by ~45% (with dropout off the two runs agree to every printed digit).
 
 import json
 import re
-import shutil
 
 import datasets
 import pytest
@@ -36,7 +35,7 @@ from stages.common.data import content_sha256
 from stages.common.model import BertForPackedMaskedLM, BertForSupervisedPretraining
 from stages.common.training import JointLossTrainer, StageTrainer, training_arguments
 
-from .conftest import TINY_PARAMS, copy_repository, run
+from .conftest import run, tiny_repository
 
 # --standalone: a free local port for the rendezvous, so concurrent runs do not collide.
 LAUNCH = "torchrun --standalone --nproc_per_node 2"
@@ -81,9 +80,7 @@ def first_logged(repo, child, key: str) -> float:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_data):
     """The tiny training stages once with one process, then again with two (same global batch)."""
-    repo = copy_repository(tmp_path_factory.mktemp("distributed") / "repo")
-    shutil.copy(TINY_PARAMS, repo / "params.yaml")
-    shutil.copytree(tiny_data, repo / "data" / "tiny")
+    repo = tiny_repository(tmp_path_factory.mktemp("distributed") / "repo", tiny_data)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["runtime"]["launch"] == "python"
     run(repo, "dvc", "repro", "finetune")

@@ -3,7 +3,6 @@
 import csv
 import json
 import re
-import shutil
 
 import pytest
 import yaml
@@ -11,7 +10,7 @@ from transformers import pipeline
 
 from stages.common.data import content_sha256
 
-from .conftest import TINY_PARAMS, copy_repository, run
+from .conftest import run, tiny_repository
 
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 STUDY = ["study_spt@7", "study_baseline@baseline-7", "study_baseline@baseline_matched-7",
@@ -30,9 +29,7 @@ def lock_outputs(repo) -> dict:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_data):
-    repo = copy_repository(tmp_path_factory.mktemp("pipeline") / "repo")
-    shutil.copy(TINY_PARAMS, repo / "params.yaml")
-    shutil.copytree(tiny_data, repo / "data" / "tiny")
+    repo = tiny_repository(tmp_path_factory.mktemp("pipeline") / "repo", tiny_data)
     result = run(repo, "dvc", "repro")
     assert sorted(ran_stages(result.stdout)) == sorted(STAGES + STUDY)
     return repo

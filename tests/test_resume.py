@@ -1,6 +1,5 @@
 """A training stage killed with SIGKILL resumes to byte-identical weights (CPU)."""
 
-import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ import yaml
 
 from stages.common.training import COMPLETE_FILE
 
-from .conftest import TINY_PARAMS, copy_repository, run, stage_env
+from .conftest import run, stage_env, tiny_repository
 
 STAGES_TO_KILL = ["pretrain_unsup", "pretrain_sup", "finetune"]
 
@@ -41,9 +40,7 @@ def kill_after_first_checkpoint(repo, stage):
 @pytest.fixture(scope="module")
 def trained_repo(tmp_path_factory, tiny_data):
     """The tiny pipeline up to finetune, uninterrupted: the reference weights."""
-    repo = copy_repository(tmp_path_factory.mktemp("resume") / "repo")
-    shutil.copy(TINY_PARAMS, repo / "params.yaml")
-    shutil.copytree(tiny_data, repo / "data" / "tiny")
+    repo = tiny_repository(tmp_path_factory.mktemp("resume") / "repo", tiny_data)
     longer_runs(repo)
     run(repo, "dvc", "repro", "finetune")
     return repo
