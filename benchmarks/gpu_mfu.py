@@ -22,18 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO  # noqa: F401 - sets up sys.path and the offline environment
-
 import datasets
 import torch
+from harness import REPO  # noqa: F401 - sets up sys.path and the offline environment
 from transformers import AutoTokenizer, BertConfig, Trainer, TrainerCallback
 
 from stages.common.collators import IGNORE_INDEX, MaskingCollator
 from stages.common.config import PretrainUnsupConfig, RuntimeConfig
-from stages.common.data import BUILTINS, iter_unlabeled
 from stages.common.model import BertForPackedMaskedLM
+from stages.common.runtime import training_arguments
+from stages.common.sources import BUILTINS, iter_unlabeled
 from stages.common.tokenization import tokenize_and_pack
-from stages.common.training import training_arguments
 from stages.pretrain_unsup import with_example_ids
 
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)

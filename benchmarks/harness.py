@@ -23,7 +23,7 @@ from transformers import Trainer, set_seed  # noqa: E402
 
 from stages.common import paths  # noqa: E402
 from stages.common.config import Params, load_params  # noqa: E402
-from stages.common.model import resolve_model_source  # noqa: E402
+from stages.common.model_source import resolve_model_source  # noqa: E402
 
 
 def load_setup() -> tuple[Params, str]:

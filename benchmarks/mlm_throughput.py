@@ -23,15 +23,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from harness import load_setup, timed_training
-
 import datasets
+from harness import load_setup, timed_training
 from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from stages.common import paths
 from stages.common.collators import MaskingCollator
 from stages.common.model import BertForPackedMaskedLM
-from stages.common.training import training_arguments
+from stages.common.runtime import training_arguments
 from stages.pretrain_unsup import with_example_ids
 
 

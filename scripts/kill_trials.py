@@ -39,8 +39,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stages.common.data import content_sha256  # noqa: E402
-from stages.common.training import is_complete_checkpoint  # noqa: E402
+from stages.common.hashing import content_sha256  # noqa: E402
+from stages.common.resume import is_complete_checkpoint  # noqa: E402
 from tests.conftest import stage_env, tiny_repository  # noqa: E402
 from tests.test_resume import longer_runs  # noqa: E402
 

@@ -21,13 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from stages.common import paths
-from stages.common.checkpoints import atomic_output, write_json
 from stages.common.cli import run_stage
-from stages.common.config import Params
-from stages.common.data import DataError
+from stages.common.errors import StudyError
+from stages.common.outputs import atomic_output, write_json
 from stages.common.stats import paired_bootstrap, steps_to_target
 from stages.common.tracking import stage_run
-from stages.common.training import configure_runtime
 
 STAGE = "compare"
 VARIANTS = paths.STUDY_VARIANTS
@@ -44,7 +42,7 @@ def read_run(variant: str, seed: int) -> dict:
         with open(paths.plots_dir("finetune", run) / "validation.csv") as handle:
             curve = [row for row in csv.DictReader(handle) if row["eval_macro_f1"]]
     except FileNotFoundError as err:
-        raise DataError(f"study run {run} is incomplete ({err.filename} missing); run `dvc repro`") from None
+        raise StudyError(f"study run {run} is incomplete ({err.filename} missing); run `dvc repro`") from None
     return {"scores": scores, "actual": [r["actual"] for r in rows], "predicted": [r["predicted"] for r in rows],
             "steps": [int(r["step"]) for r in curve], "val_macro_f1": [float(r["eval_macro_f1"]) for r in curve]}
 
@@ -143,10 +141,9 @@ def write_curves(runs: dict[str, list[dict]], seeds: list[int], directory: Path)
                         writer.writerow([variant, seed, step, round(score, 6)])
 
 
-def main(params: Params) -> None:
-    configure_runtime(params.runtime, params.seed)
+def main(params) -> None:
     study = params.study
-    with stage_run(STAGE, params, ["study"]) as tracker:
+    with stage_run(STAGE, params) as tracker:
         runs = {v: [read_run(v, s) for s in study.seeds] for v in VARIANTS}
         summary = summarize(runs, study.seeds, study.target_fraction, study.bootstrap_samples, params.seed)
         write_json(paths.metrics_file(STAGE), summary)
@@ -167,4 +164,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, STAGE)

@@ -17,32 +17,34 @@ import csv
 import tempfile
 from pathlib import Path
 
-import datasets
 import numpy as np
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
 
 from stages.common import paths
-from stages.common.checkpoints import atomic_output, verify_checkpoint, write_json
 from stages.common.cli import run_stage
-from stages.common.config import Params
-from stages.common.metrics import classification_report
-from stages.common.tracking import stage_run
-from stages.common.training import configure_runtime, training_arguments
+from stages.common.outputs import atomic_output, write_json
 
 STAGE = "evaluate"
 MODEL = "finetune"
 
 
-def predict(model_dir: Path, test: datasets.Dataset, params: Params) -> np.ndarray:
-    """Logits of the test examples, in order, from the checkpoint as plain transformers loads it."""
-    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir))
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    with tempfile.TemporaryDirectory() as scratch:
-        args = training_arguments(params.finetune, Path(scratch), params.seed, params.runtime,
-                                  per_device_eval_batch_size=params.evaluate.batch_size,
-                                  remove_unused_columns=True, disable_tqdm=False)
-        trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tokenizer))
-        return trainer.predict(test.select_columns(["input_ids", "label"])).predictions
+def predict(model_dir: Path, test, batch_size: int) -> np.ndarray:
+    """Logits of the test examples, in order, from the checkpoint as plain transformers loads it.
+
+    Batches of ``batch_size`` in the split's order, padded to their longest text; no Trainer (its
+    import alone takes seconds), as a user's own inference loop would run it.
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
+    collate = DataCollatorWithPadding(AutoTokenizer.from_pretrained(str(model_dir)))
+    rows = test.select_columns(["input_ids"])
+    logits = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            logits.append(model(**batch).logits.float().numpy())
+    return np.concatenate(logits) if logits else np.zeros((0, model.config.num_labels), dtype=np.float32)
 
 
 def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label_names: list[str],
@@ -61,15 +63,23 @@ def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label
                     writer.writerow([name, metric, round(scores[metric], 6)])
 
 
-def main(params: Params, variant: str | None = None, seed: int | None = None) -> None:
+def main(params, variant: str | None = None, seed: int | None = None) -> None:
+    import datasets
+    from transformers import AutoConfig
+
+    from stages.common.checkpoints import verify_checkpoint
+    from stages.common.metrics import classification_report
+    from stages.common.runtime import configure_runtime
+    from stages.common.tracking import stage_run
+
     run = paths.study_run(variant, seed) if variant else None
     configure_runtime(params.runtime, params.seed)
     model_dir = paths.model_dir(MODEL, run)
-    with stage_run(STAGE, params, ["seed", "runtime", STAGE]) as tracker:
+    with stage_run(STAGE, params) as tracker:
         model_hash = verify_checkpoint(model_dir, MODEL)
         tracker.set_tags({"input_checkpoint_sha256": model_hash, "study_run": run or "main"})
         test = datasets.load_from_disk(str(paths.LABELED))["test"]
-        logits = predict(model_dir, test, params)
+        logits = predict(model_dir, test, params.evaluate.batch_size)
         id2label = AutoConfig.from_pretrained(str(model_dir)).id2label
         label_names = [id2label[i] for i in range(logits.shape[1])]
         labels = np.asarray(test["label"])
@@ -85,7 +95,7 @@ def main(params: Params, variant: str | None = None, seed: int | None = None) ->
             log_figures_and_model(tracker, report, label_names, model_dir, params)
 
 
-def log_figures_and_model(tracker, report: dict, label_names: list[str], model_dir: Path, params: Params) -> None:
+def log_figures_and_model(tracker, report: dict, label_names: list[str], model_dir: Path, params) -> None:
     """Confusion-matrix PNG, and the classifier in MLflow's transformers flavour, registered as a new
     version of ``tracking.registered_model`` (``mlflow.pyfunc.load_model`` then predicts)."""
     if not tracker.active:
@@ -115,4 +125,4 @@ def log_figures_and_model(tracker, report: dict, label_names: list[str], model_d
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main, study=True)
+    run_stage(__doc__, main, STAGE, study=True)

@@ -7,12 +7,15 @@ Writes: models/finetune/ (BertForSequenceClassification; `pipeline("text-classif
         plots/finetune/ (training loss, validation curves), checkpoints/finetune/ (resume).
 Params: seed, runtime, finetune.
 
-As a study run (`--variant spt|baseline|baseline_matched --seed N`, the study_finetune stage) it
-writes to models/study/<variant>-<seed>/, metrics/study/<variant>-<seed>/finetune.json and
-plots/study/<variant>-<seed>/finetune/ instead; see stages/compare.py.
+As a study run (`--variant spt|baseline|baseline_matched --seed N`: the study_spt and
+study_baseline stages) it writes to models/study/<variant>-<seed>/,
+metrics/study/<variant>-<seed>/finetune.json and plots/study/<variant>-<seed>/finetune/ instead;
+see stages/compare.py. baseline_matched also reads metrics/pretrain_sup.json: the examples
+pretrain_sup trained on are added to its finetuning budget.
 
-The classifier head trained in pretrain_sup is carried over when its label map matches; from
-pretrain_unsup it starts fresh. Batches are padded dynamically and grouped by length.
+The classifier head trained in pretrain_sup is carried over when its label map matches and it was
+trained (lambda > 0 at some step); from pretrain_unsup it starts fresh. Batches are padded
+dynamically and grouped by length.
 """
 
 from __future__ import annotations
@@ -20,21 +23,10 @@ from __future__ import annotations
 import json
 import math
 import shutil
-
-import datasets
-from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding,
-                          EarlyStoppingCallback)
+from pathlib import Path
 
 from stages.common import paths
-from stages.common.checkpoints import PROVENANCE_FILE, atomic_output, save_checkpoint, verify_checkpoint, write_json
 from stages.common.cli import run_stage
-from stages.common.config import FinetuneConfig, Params, TrainingConfig, section_dict
-from stages.common.data import content_sha256
-from stages.common.metrics import classification_scores
-from stages.common.tracking import stage_run
-from stages.common.training import (HistoryCallback, StageTrainer, clear_checkpoints, configure_runtime, fingerprint,
-                                    gathered_weights, is_main_process, resumable_checkpoint, train_resumably,
-                                    training_arguments)
 
 STAGE = "finetune"
 PLOTS = {"loss": ["loss", "learning_rate"], "validation": ["eval_accuracy", "eval_macro_f1", "eval_loss"]}
@@ -42,20 +34,26 @@ PLOTS = {"loss": ["loss", "learning_rate"], "validation": ["eval_accuracy", "eva
 
 def load_classifier(init_dir: str, label_map: dict) -> tuple[object, bool]:
     """The model to finetune, and whether a trained classifier head came with it."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from stages.common.checkpoints import PROVENANCE_FILE
+
     id2label = {int(k): v for k, v in label_map["id2label"].items()}
     init_config = AutoConfig.from_pretrained(init_dir)
-    carried = (init_config.architectures or [""])[0].endswith("ForSequenceClassification") and \
-        init_config.label2id == label_map["label2id"]
+    provenance = json.loads((Path(init_dir) / PROVENANCE_FILE).read_text())
+    carried = ((init_config.architectures or [""])[0].endswith("ForSequenceClassification")
+               and init_config.label2id == label_map["label2id"] and bool(provenance.get("classifier_trained")))
     model = AutoModelForSequenceClassification.from_pretrained(
         init_dir, num_labels=len(id2label), id2label=id2label, label2id=label_map["label2id"])
     return model, carried
 
 
-def study_settings(params: Params, variant: str | None, seed: int | None) -> tuple[FinetuneConfig, int]:
+def study_settings(params, variant: str | None, seed: int | None):
     """The finetune section and seed of the main chain (variant None) or of a study run.
 
     spt starts from pretrain_sup, baseline from pretrain_unsup with the same steps, and
-    baseline_matched from pretrain_unsup with as many extra steps as pretrain_sup trained.
+    baseline_matched from pretrain_unsup with as many extra examples as pretrain_sup trained on
+    (its recorded steps times its global batch, in finetune's batches).
     """
     cfg = params.finetune
     if variant is None:
@@ -63,12 +61,15 @@ def study_settings(params: Params, variant: str | None, seed: int | None) -> tup
     init_from = "pretrain_sup" if variant == "spt" else "pretrain_unsup"
     updates: dict = {"init_from": init_from}
     if variant == "baseline_matched":
+        import datasets
+
         train_rows = len(datasets.load_from_disk(str(paths.LABELED))["train"])
-        updates["max_steps"] = training_steps(cfg, train_rows) + training_steps(params.pretrain_sup, train_rows)
+        updates["max_steps"] = training_steps(cfg, train_rows) + matched_extra_steps(
+            json.loads(paths.metrics_file("pretrain_sup").read_text()), cfg)
     return cfg.model_copy(update=updates), seed
 
 
-def training_steps(cfg: TrainingConfig, train_rows: int) -> int:
+def training_steps(cfg, train_rows: int) -> int:
     """Optimizer steps a stage takes: max_steps, or epochs over ``train_rows`` examples."""
     if cfg.max_steps:
         return cfg.max_steps
@@ -76,11 +77,22 @@ def training_steps(cfg: TrainingConfig, train_rows: int) -> int:
     return math.ceil(cfg.epochs * per_epoch)
 
 
+def matched_extra_steps(pretrain_sup_metrics: dict, cfg) -> int:
+    """Finetuning steps that see as many examples as pretrain_sup trained on (steps x its global batch)."""
+    examples = pretrain_sup_metrics["steps"] * pretrain_sup_metrics["global_batch_size"]
+    return math.ceil(examples / (cfg.batch_size * cfg.gradient_accumulation_steps))
+
+
 def reuse_main_chain(run: str, run_fingerprint: str) -> bool:
     """A study run identical to the main chain's finetune (same params, seed and inputs) copies it.
 
     Under torchrun every process decides the same; only rank 0 copies.
     """
+    from stages.common.checkpoints import PROVENANCE_FILE
+    from stages.common.outputs import atomic_output
+    from stages.common.resume import resumable_checkpoint
+    from stages.common.runtime import is_main_process
+
     provenance = paths.model_dir(STAGE) / PROVENANCE_FILE
     if not provenance.is_file() or json.loads(provenance.read_text()).get("fingerprint") != run_fingerprint:
         return False
@@ -96,38 +108,47 @@ def reuse_main_chain(run: str, run_fingerprint: str) -> bool:
     return True
 
 
-def main(params: Params, variant: str | None = None, seed: int | None = None) -> None:
+def main(params, variant: str | None = None, seed: int | None = None) -> None:
+    import datasets
+    from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback
+
+    from stages.common.checkpoints import verify_checkpoint
+    from stages.common.config import section_dict
+    from stages.common.hashing import content_sha256
+    from stages.common.metrics import classification_scores
+    from stages.common.runtime import configure_runtime, training_arguments
+    from stages.common.tracking import stage_run
+    from stages.common.trainers import StageTrainer
+    from stages.common.training_run import begin_training, finish_training
+
     cfg, seed = study_settings(params, variant, seed)
-    run = paths.study_run(variant, seed) if variant else None
+    study_run = paths.study_run(variant, seed) if variant else None
     configure_runtime(params.runtime, seed)
     init_dir = paths.model_dir(cfg.init_from)
-    with stage_run(STAGE, params, ["seed", "runtime", STAGE], system_metrics=True) as tracker:
+    with stage_run(STAGE, params, system_metrics=True) as tracker:
         init_hash = verify_checkpoint(init_dir, cfg.init_from)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
         splits = datasets.load_from_disk(str(paths.LABELED))
         train, validation = (splits[name].select_columns(["input_ids", "label"]) for name in ("train", "validation"))
-        inputs = {"data": content_sha256(paths.PROCESSED), "init": init_hash}
-        run_fingerprint = fingerprint({"seed": seed, "runtime": section_dict(params.runtime),
-                                       STAGE: section_dict(cfg)}, inputs)
-        tracker.set_tags({"input_data_sha256": inputs["data"], "input_checkpoint_sha256": init_hash,
-                          "init_from": cfg.init_from, "study_run": run or "main"})
+        run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
+                                              STAGE: section_dict(cfg)},
+                             {"data": content_sha256(paths.PROCESSED), "init": init_hash}, study_run,
+                             tags={"init_from": cfg.init_from, "study_run": study_run or "main"})
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
                             "finetune.effective_max_steps": cfg.max_steps})
-        if run and reuse_main_chain(run, run_fingerprint):
+        if study_run and reuse_main_chain(study_run, run.fingerprint):
             tracker.set_tags({"reused_from": str(paths.model_dir(STAGE))})
             return
 
         model, carried = load_classifier(str(init_dir), label_map)
-        history = HistoryCallback(tracker)
-        callbacks = [history]
+        callbacks = [run.history]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-        checkpoints = paths.checkpoint_dir(STAGE, run)
         trainer = StageTrainer(
             model=model,
             args=training_arguments(
-                cfg, checkpoints, seed, params.runtime,
+                cfg, run.checkpoints, seed, params.runtime,
                 eval_strategy="steps", eval_steps=cfg.save_steps, load_best_model_at_end=True,
                 metric_for_best_model="macro_f1", greater_is_better=True,
                 train_sampling_strategy="group_by_length", remove_unused_columns=True),
@@ -136,32 +157,20 @@ def main(params: Params, variant: str | None = None, seed: int | None = None) ->
             callbacks=callbacks,
             compute_metrics=lambda p: classification_scores(p.label_ids, p.predictions.argmax(axis=-1)),
         )
-        run_metrics = train_resumably(trainer, checkpoints, run_fingerprint)
+        run_metrics = run.train(trainer)
         evaluation = trainer.evaluate()  # the best checkpoint, reloaded at the end of training
-        best_step = int(trainer.state.best_global_step or trainer.state.global_step)
         metrics = {
             "val_accuracy": evaluation["eval_accuracy"],
             "val_macro_f1": evaluation["eval_macro_f1"],
             "val_loss": evaluation["eval_loss"],
-            "best_step": best_step,
+            "best_step": int(trainer.state.best_global_step or trainer.state.global_step),
             "steps": trainer.state.global_step,
             "max_steps": trainer.state.max_steps,
             "classifier_carried_over": carried,
         }
-        model, weights = gathered_weights(trainer)  # on every process: FSDP gathers the shards
-        if trainer.is_world_process_zero():
-            save_checkpoint(model, tokenizer, paths.model_dir(STAGE, run),
-                            {"stage": STAGE, "run": run or "main", "init": str(init_dir), "init_sha256": init_hash,
-                             "fingerprint": run_fingerprint, "data_sha256": inputs["data"]},
-                            state_dict=weights)
-            write_json(paths.metrics_file(STAGE, run), metrics)
-            history.write_plots(paths.plots_dir(STAGE, run), PLOTS)
-            history.log_figures(STAGE, PLOTS)
-            clear_checkpoints(checkpoints)
-            # Only here: another process would read the directory while rank 0 writes it.
-            tracker.set_tags({"output_checkpoint_sha256": content_sha256(paths.model_dir(STAGE, run))})
-        tracker.log_metrics({**metrics, **{k: v for k, v in run_metrics.items() if isinstance(v, (int, float))}})
+        finish_training(run, trainer, tokenizer, metrics, run_metrics, PLOTS,
+                        {"run": study_run or "main", "init": str(init_dir), "init_sha256": init_hash})
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main, study=True)
+    run_stage(__doc__, main, STAGE, study=True)

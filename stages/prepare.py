@@ -13,32 +13,34 @@ validation and test texts never enter the masked-LM corpus. Outputs appear only 
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pandas as pd
 
 from stages.common import paths
-from stages.common.checkpoints import atomic_output, write_json
 from stages.common.cli import run_stage
-from stages.common.config import Params
-from stages.common.data import (SPLITS, DataError, clean_labeled, iter_unlabeled, normalize_text, read_labeled,
-                                sample_per_class, split_labeled, text_key)
-from stages.common.model import resolve_model_source
-from stages.common.tokenization import load_tokenizer, tokenize_and_pack, tokenize_labeled, train_wordpiece
+from stages.common.errors import DataError
+from stages.common.model_source import resolve_model_source
+from stages.common.outputs import atomic_output, write_json
+from stages.common.sources import iter_unlabeled, read_labeled
+from stages.common.splits import SPLITS, clean_labeled, normalize_text, sample_per_class, split_labeled, text_key
 from stages.common.tracking import stage_run
-from stages.common.training import configure_runtime
 
 STAGE = "prepare"
 PERCENTILES = (50, 90, 95, 99)
 
 
-def run(params: Params, output_dir: Path, work_dir: Path) -> dict:
+def run(params, output_dir: Path, work_dir: Path) -> dict:
     """Build everything under ``output_dir``; return the data report. ``work_dir`` holds caches."""
+    import datasets
+
+    from stages.common.tokenization import load_tokenizer, tokenize_and_pack, tokenize_labeled, train_wordpiece
+
     data, prep = params.data, params.prepare
     model_source = resolve_model_source(params.model)  # fail on a bad model before any work
     source = read_labeled(data.labeled, data.text_column, data.label_column, prep.group_column)
@@ -137,7 +139,7 @@ def cross_split_overlap(splits: dict[str, pd.DataFrame]) -> int:
     return sum(len(a & b) for i, a in enumerate(keys) for b in keys[i + 1:])
 
 
-def _iter_texts(corpus: datasets.Dataset) -> Iterator[list[str]]:
+def _iter_texts(corpus) -> Iterator[list[str]]:
     for batch in corpus.iter(batch_size=1000):
         yield batch["text"]
 
@@ -168,9 +170,13 @@ def write_plots(report: dict, directory: Path) -> None:
                     writer.writerow([name, int(key[1:]), value])
 
 
-def main(params: Params) -> None:
-    configure_runtime(params.runtime, params.seed)
-    with stage_run(STAGE, params, ["seed", "data", "model", "prepare"]) as tracker:
+def main(params) -> None:
+    import datasets
+
+    # datasets would otherwise cache every map/cast beside its inputs; prepare writes only its outputs
+    datasets.disable_caching()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    with stage_run(STAGE, params) as tracker:
         work_dir = Path(tempfile.mkdtemp(prefix="prepare-"))
         try:
             with atomic_output(paths.PROCESSED) as staging:
@@ -187,4 +193,4 @@ def main(params: Params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main)
+    run_stage(__doc__, main, STAGE)

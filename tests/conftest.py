@@ -26,7 +26,7 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 def write_tiny_data(directory: Path, movies: int = 40) -> None:
     """A few hundred real rotten_tomatoes reviews (labeled, with movie_name) and plot synopses."""
-    from stages.common.data import BUILTINS, iter_unlabeled, read_labeled
+    from stages.common.sources import BUILTINS, iter_unlabeled, read_labeled
 
     frame = read_labeled("builtin:rotten_tomatoes", "text", "label", "auto").frame
     frame = frame[frame["label"].isin(["fresh", "rotten"])]

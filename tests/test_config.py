@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.common.config import ConfigError, load_params
+from pydantic import BaseModel
+
+from stages.common.config import ConfigError, DeclaredParams, Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -98,7 +100,7 @@ def test_stage_exits_2_with_the_message(tmp_path, monkeypatch, capsys):
     from stages.common.cli import run_stage
 
     with pytest.raises(SystemExit) as exit_info:
-        run_stage(prepare.__doc__, prepare.main, ["--params", str(path)])
+        run_stage(prepare.__doc__, prepare.main, "prepare", ["--params", str(path)])
     assert exit_info.value.code == 2
     assert "prepare.n_per_class = 0" in capsys.readouterr().err
 
@@ -128,3 +130,65 @@ def test_bad_launchers_are_named(tmp_path, monkeypatch, launch, expected):
     data["runtime"]["launch"] = launch
     message = str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
     assert f"runtime.launch = {launch!r}" in message and expected in message
+
+
+def _defaults(model: type[BaseModel]) -> dict:
+    """Every key of a config class with its default, nested like params.yaml (params.yaml's key names)."""
+    values = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            values[field.alias or name] = _defaults(annotation)
+        else:
+            values[field.alias or name] = field.get_default(call_default_factory=True)
+    return values
+
+
+def _keys(data: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in data.items():
+        keys.add(prefix + key)
+        if isinstance(value, dict):
+            keys |= _keys(value, prefix + key + ".")
+    return keys
+
+
+def test_params_yaml_is_the_one_source_of_defaults():
+    """The config classes' defaults are params.yaml's values, key for key (one default per value)."""
+    assert _defaults(Params) == default_params()
+
+
+def test_tiny_profile_sets_every_key():
+    tiny = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
+    assert _keys(tiny) == _keys(default_params())
+
+
+def test_a_stage_reads_only_what_dvc_yaml_declares(monkeypatch):
+    monkeypatch.chdir(REPO)
+    params = DeclaredParams(load_params(REPO / "params.yaml"), ["seed", "runtime", "evaluate", "pretrain_sup.max_steps"],
+                            "evaluate")
+    assert params.evaluate.batch_size == 64 and params.seed == 42
+    assert params.tracking.experiment == "spt"  # where runs are logged changes no output
+    assert params.pretrain_sup.max_steps == 160
+    with pytest.raises(AttributeError, match="reads params 'finetune', which dvc.yaml stage 'evaluate' does not "
+                                             "declare.*add 'finetune' to that stage's params in dvc.yaml"):
+        params.finetune
+    with pytest.raises(AttributeError, match="'pretrain_sup.batch_size'"):
+        params.pretrain_sup.batch_size
+    assert params.declared() == {"seed": 42, "runtime": {"num_threads": 2, "dataloader_workers": 0,
+                                                         "launch": "python"},
+                                 "evaluate": {"batch_size": 64, "ece_bins": 10}, "pretrain_sup.max_steps": 160}
+
+
+def test_every_stage_gets_the_params_dvc_yaml_declares(monkeypatch):
+    """The CLI hands each stage (and each study variant) exactly its dvc.yaml stage's params."""
+    from stages.common import paths
+
+    monkeypatch.chdir(REPO)
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for module in ("prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate", "compare"):
+        assert paths.declared_params(paths.dvc_stage(module)) == stages[module]["params"]
+        for variant in paths.study_variants(module):
+            stage = paths.dvc_stage(module, variant)
+            assert f"-m stages.{module} --variant" in stages[stage]["cmd"]
+            assert paths.declared_params(stage) == stages[stage]["params"]

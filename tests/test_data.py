@@ -6,8 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from stages.common.data import (DataError, LabeledSource, assign_splits, clean_labeled, iter_unlabeled,
-                                normalize_text, read_labeled, sample_per_class, split_labeled)
+from stages.common.errors import DataError
+from stages.common.sources import LabeledSource, iter_unlabeled, read_labeled
+from stages.common.splits import assign_splits, clean_labeled, normalize_text, sample_per_class, split_labeled
 
 
 def source(rows, labels=None):

@@ -31,9 +31,10 @@ import yaml
 from transformers import BertConfig, BertForSequenceClassification, default_data_collator
 
 from stages.common.config import PretrainSupConfig, RuntimeConfig, TrainingConfig
-from stages.common.data import content_sha256
+from stages.common.hashing import content_sha256
 from stages.common.model import BertForPackedMaskedLM, BertForSupervisedPretraining
-from stages.common.training import JointLossTrainer, StageTrainer, training_arguments
+from stages.common.runtime import training_arguments
+from stages.common.trainers import JointLossTrainer, StageTrainer
 
 from .conftest import run, tiny_repository
 

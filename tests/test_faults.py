@@ -20,8 +20,13 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from stages.common.training import (COMPLETE_FILE, MarkCompleteCheckpoints, is_complete_checkpoint, mark_complete,
-                                    resumable_checkpoint)
+from stages.common.resume import (
+    COMPLETE_FILE,
+    MarkCompleteCheckpoints,
+    is_complete_checkpoint,
+    mark_complete,
+    resumable_checkpoint,
+)
 
 from .conftest import REPO, MlflowServer, run, stage_env
 
@@ -177,10 +182,16 @@ def tiny_classifier_run(output_dir, kill_at_step=None):
 
     ``kill_at_step``: die at the end of that step, leaving the checkpoints saved before it.
     """
-    from transformers import (BertConfig, BertForSequenceClassification, Trainer, TrainerCallback, TrainingArguments,
-                              set_seed)
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
 
-    from stages.common.training import train_resumably
+    from stages.common.resume import train_resumably
 
     class Killed(Exception):
         pass

@@ -2,15 +2,21 @@
 
 import pytest
 import torch
-from transformers import (AutoModelForMaskedLM, AutoModelForSequenceClassification, BertConfig,
-                          PreTrainedTokenizerFast, TrainingArguments)
+from transformers import (
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    BertConfig,
+    PreTrainedTokenizerFast,
+    TrainingArguments,
+)
 
 from stages.common.checkpoints import save_checkpoint, verify_checkpoint
 from stages.common.config import PretrainSupConfig
-from stages.common.data import DataError
-from stages.common.model import BertForPackedMaskedLM, BertForSupervisedPretraining, check_bert_config
+from stages.common.errors import ModelError
+from stages.common.model import BertForPackedMaskedLM, BertForSupervisedPretraining
+from stages.common.model_source import check_bert_config
 from stages.common.tokenization import train_wordpiece
-from stages.common.training import JointLossTrainer
+from stages.common.trainers import JointLossTrainer
 
 TINY = dict(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
             num_labels=3)
@@ -100,17 +106,17 @@ def test_corrupt_checkpoint_is_refused(tmp_path, tokenizer):
     save_checkpoint(model, tokenizer, tmp_path / "ckpt", {})
     weights = tmp_path / "ckpt" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    with pytest.raises(DataError, match="truncated or corrupt.*dvc repro --force pretrain_unsup"):
+    with pytest.raises(ModelError, match="truncated or corrupt.*dvc repro --force pretrain_unsup"):
         verify_checkpoint(tmp_path / "ckpt", "pretrain_unsup")
 
 
 def test_model_source_checks(tmp_path):
-    with pytest.raises(DataError, match="no config.json"):
+    with pytest.raises(ModelError, match="no config.json"):
         check_bert_config(tmp_path, "my-model")
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
-    with pytest.raises(DataError, match="model_type is 'gpt2'"):
+    with pytest.raises(ModelError, match="model_type is 'gpt2'"):
         check_bert_config(tmp_path, "my-model")
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
-    with pytest.raises(DataError, match="pickled weights"):
+    with pytest.raises(ModelError, match="pickled weights"):
         check_bert_config(tmp_path, "my-model")

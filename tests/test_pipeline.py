@@ -8,7 +8,7 @@ import pytest
 import yaml
 from transformers import pipeline
 
-from stages.common.data import content_sha256
+from stages.common.hashing import content_sha256
 
 from .conftest import run, tiny_repository
 

@@ -11,7 +11,8 @@ from transformers import AutoTokenizer
 from stages import prepare
 from stages.common import paths
 from stages.common.config import load_params
-from stages.common.data import DataError, normalize_text
+from stages.common.errors import DataError
+from stages.common.splits import normalize_text
 
 
 def run_prepare(repo, monkeypatch, **changes):

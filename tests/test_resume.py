@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from stages.common.training import COMPLETE_FILE
+from stages.common.resume import COMPLETE_FILE
 
 from .conftest import run, stage_env, tiny_repository
 

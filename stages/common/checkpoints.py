@@ -1,54 +1,18 @@
-"""Writing outputs atomically and saving/loading standard ``save_pretrained`` checkpoints."""
+"""Saving and verifying standard ``save_pretrained`` checkpoints (weights, config, tokenizer, provenance)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from safetensors import safe_open
 
-from stages.common.data import DataError, content_sha256
+from stages.common.errors import ModelError
+from stages.common.hashing import content_sha256
+from stages.common.outputs import atomic_output
 
 PROVENANCE_FILE = "provenance.json"
-
-
-@contextlib.contextmanager
-def atomic_output(target: Path) -> Iterator[Path]:
-    """Yield a staging path beside ``target``; on success it replaces ``target``, on error it vanishes.
-
-    A kill leaves at most a hidden ``.NAME.partial-PID`` beside the target, which the next
-    atomic_output for the same target removes; the target itself is never half-written.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    for stale in target.parent.glob(f".{target.name}.partial-*"):
-        _remove(stale)
-    staging = target.parent / f".{target.name}.partial-{os.getpid()}"
-    try:
-        yield staging
-    except BaseException:
-        _remove(staging)
-        raise
-    _remove(target)
-    os.replace(staging, target)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as sorted, indented JSON, atomically."""
-    with atomic_output(Path(path)) as staging:
-        staging.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def save_checkpoint(model: Any, tokenizer: Any, target: Path, provenance: dict[str, Any],
@@ -80,14 +44,14 @@ def verify_checkpoint(path: Path, stage: str) -> str:
     path = Path(path)
     fix = f"rebuild it with `dvc repro --force {stage}`"
     if not path.is_dir():
-        raise DataError(f"{path}: checkpoint missing; {fix}")
+        raise ModelError(f"{path}: checkpoint missing; {fix}")
     for name in ("config.json", "model.safetensors"):
         if not (path / name).is_file():
-            raise DataError(f"{path}: checkpoint has no {name}; {fix}")
+            raise ModelError(f"{path}: checkpoint has no {name}; {fix}")
     try:
         _check_safetensors(path / "model.safetensors")
     except Exception as err:  # noqa: BLE001 - any failure to read means the same to the user
-        raise DataError(f"{path}/model.safetensors is truncated or corrupt ({err}); {fix}") from None
+        raise ModelError(f"{path}/model.safetensors is truncated or corrupt ({err}); {fix}") from None
     return content_sha256(path)
 
 

@@ -1,4 +1,8 @@
-"""The command line every stage shares: ``python -m stages.<name> [--params FILE]``."""
+"""The command line every stage shares: ``python -m stages.<name> [--params FILE]``.
+
+It imports only what parsing and validating params needs, so ``--help`` answers at once; each stage
+imports its heavy libraries (torch, transformers, datasets) inside ``main``.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +11,38 @@ import logging
 import sys
 from collections.abc import Callable
 
-from stages.common.config import ConfigError, Params, load_params
-from stages.common.data import DataError
-from stages.common.paths import PARAMS, STUDY_VARIANTS
-from stages.common.tracking import TrackingError
-from stages.common.training import StageInterrupted
+from stages.common import paths
+from stages.common.config import DeclaredParams, load_params
+from stages.common.errors import StageInterrupted, UserError
 
 
-def run_stage(doc: str, body: Callable[..., None], argv: list[str] | None = None, study: bool = False) -> None:
+def run_stage(doc: str, body: Callable[..., None], stage: str, argv: list[str] | None = None,
+              study: bool = False) -> None:
     """Parse arguments, load and validate params, run ``body``; user errors exit 2 with one message.
 
-    ``study``: the stage also runs as a study run, ``--variant V --seed S``, and ``body`` gets
+    ``body`` gets the params its dvc.yaml stage declares (:class:`DeclaredParams`). ``study``: the
+    stage also runs as a study run, ``--variant V --seed S``, and ``body`` gets
     ``(params, variant, seed)``; without them it is the main chain (variant None).
     """
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--params", default=str(PARAMS), help="params file (default: %(default)s)")
+    parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default=str(paths.PARAMS), help="params file (default: %(default)s)")
     if study:
-        parser.add_argument("--variant", choices=STUDY_VARIANTS, help="run as this study variant")
+        parser.add_argument("--variant", choices=paths.study_variants(stage), help="run as this study variant")
         parser.add_argument("--seed", type=int, help="the study run's seed (with --variant)")
     args = parser.parse_args(argv)
-    if study and (args.variant is None) != (args.seed is None):
+    variant = getattr(args, "variant", None)
+    if study and (variant is None) != (args.seed is None):
         parser.error("--variant and --seed go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        params = load_params(args.params)
+        dvc_stage = paths.dvc_stage(stage, variant)
+        params = DeclaredParams(load_params(args.params), paths.declared_params(dvc_stage), dvc_stage)
         if study:
-            body(params, args.variant, args.seed)
+            body(params, variant, args.seed)
         else:
             body(params)
-    except (ConfigError, DataError, TrackingError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except StageInterrupted as err:

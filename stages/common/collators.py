@@ -22,7 +22,9 @@ class MaskingCollator:
 
     Examples carry ``input_ids``, ``example_id`` and optionally ``label`` (class id, -100 when
     unlabeled). Output: ``input_ids``, ``attention_mask``, the MLM targets under ``mlm_key`` and,
-    when examples have a ``label``, ``labels``. ``epoch`` is set by :class:`EpochCallback`.
+    when examples have a ``label``, ``labels``. With ``clean_key`` the unmasked ids are returned too,
+    under that key (same padding), for a classifier that reads clean text while L_mlm reads the
+    masked copy. ``epoch`` is set by :class:`EpochCallback`.
     """
 
     tokenizer: PreTrainedTokenizerBase
@@ -30,6 +32,7 @@ class MaskingCollator:
     seed: int
     whole_word_masking: bool = False
     mlm_key: str = "labels"
+    clean_key: str | None = None
     epoch: int = 0
     _continuation: np.ndarray = field(init=False, repr=False)
     _special: np.ndarray = field(init=False, repr=False)
@@ -47,14 +50,18 @@ class MaskingCollator:
         input_ids = np.full((len(examples), width), pad_id, dtype=np.int64)
         targets = np.full((len(examples), width), IGNORE_INDEX, dtype=np.int64)
         attention = np.zeros((len(examples), width), dtype=np.int64)
+        clean = np.full((len(examples), width), pad_id, dtype=np.int64)
         for row, example in enumerate(examples):
             ids = np.asarray(example["input_ids"], dtype=np.int64)
             masked, target = self.mask(ids, int(example["example_id"]))
+            clean[row, : len(ids)] = ids
             input_ids[row, : len(ids)] = masked
             targets[row, : len(ids)] = target
             attention[row, : len(ids)] = 1
         batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention),
                  self.mlm_key: torch.from_numpy(targets)}
+        if self.clean_key:
+            batch[self.clean_key] = torch.from_numpy(clean)
         if "label" in examples[0]:
             if self.mlm_key == "labels":
                 raise ValueError("examples carry a class 'label' but the MLM targets use the key 'labels'; "

@@ -18,6 +18,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stages.common.errors import UserError
+
 BUILTIN_LABELED = ("rotten_tomatoes", "bbc_news")
 BUILTIN_UNLABELED = ("rotten_tomatoes", "bbc_news")
 BUILTIN_MODELS = ("all-minilm-l6-v2",)
@@ -32,7 +34,7 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """Raised when params.yaml is missing, unreadable or invalid; the message lists every problem."""
 
 
@@ -46,7 +48,7 @@ class DataConfig(Section):
     """Where the labeled task and the masked-LM text come from."""
 
     labeled: str = Field(
-        description="builtin:rotten_tomatoes, builtin:bbc_news, or a path to a CSV/TSV/JSONL/Parquet "
+        "builtin:rotten_tomatoes", description="builtin:rotten_tomatoes, builtin:bbc_news, or a path to a CSV/TSV/JSONL/Parquet "
         "file or a datasets save_to_disk directory"
     )
     text_column: str = Field("text", description="column holding the text in labeled/unlabeled files")
@@ -55,7 +57,7 @@ class DataConfig(Section):
         None, description="labels to keep (others are dropped and counted); null keeps every value"
     )
     unlabeled: list[str] = Field(
-        default_factory=list,
+        default_factory=lambda: ["builtin:rotten_tomatoes", "builtin:bbc_news"],
         description="extra masked-LM sources: builtins and/or .txt/.jsonl/.csv/.tsv/.parquet paths; "
         "the labeled train texts are always added",
     )
@@ -138,7 +140,7 @@ class ModelConfig(Section):
 class PrepareConfig(Section):
     """Splitting, de-duplication, tokenization."""
 
-    max_length: Annotated[int, Field(ge=16, le=512)] = 128
+    max_length: Annotated[int, Field(ge=16, le=512)] = 64
     val_fraction: Fraction = 0.1
     test_fraction: Fraction = 0.1
     group_column: str | None = Field(
@@ -175,21 +177,34 @@ class TrainingConfig(Section):
 class PretrainUnsupConfig(TrainingConfig):
     """Masked-LM pretraining on the prepared corpus."""
 
+    max_steps: PositiveInt | None = 30
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
+    save_steps: PositiveInt = 15
+    logging_steps: PositiveInt = 5
     mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
     whole_word_masking: bool = False
+    head_warmup_steps: Annotated[int, Field(ge=0)] = Field(
+        0, description="first steps that train only the heads, the encoder frozen (a fresh MLM head)")
 
 
 class PretrainSupConfig(TrainingConfig):
     """Supervised pretraining: L = L_mlm + lambda(t) * L_supervised."""
 
+    max_steps: PositiveInt | None = 160
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
+    save_steps: PositiveInt = 40
+    logging_steps: PositiveInt = 5
     lambda_: Annotated[float, Field(ge=0, alias="lambda")] = 1.0
     lambda_min: Annotated[float, Field(ge=0)] = 0.0
     lambda_schedule: Literal["constant", "linear_decay", "cosine_decay", "exponential_decay"] = "constant"
     mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
     whole_word_masking: bool = False
     unlabeled_mix_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
-        0.5, description="fraction of training examples drawn from the unlabeled corpus (masked-LM only)"
+        0.0, description="fraction of training examples drawn from the unlabeled corpus (masked-LM only)"
     )
+    supervised_input: Literal["clean", "masked"] = Field(
+        "clean", description="what the classifier reads: the unmasked text (a second encoder pass, as in "
+        "finetuning and test) or the masked text that L_mlm reads (one pass, cheaper)")
 
     @model_validator(mode="after")
     def _lambda_min(self) -> PretrainSupConfig:
@@ -201,9 +216,12 @@ class PretrainSupConfig(TrainingConfig):
 class FinetuneConfig(TrainingConfig):
     """Sequence-classification finetuning."""
 
+    max_steps: PositiveInt | None = 120
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-4
+    save_steps: PositiveInt = 40
     init_from: Literal["pretrain_sup", "pretrain_unsup"] = "pretrain_sup"
     early_stopping_patience: PositiveInt | None = Field(
-        3, description="evaluations without macro-F1 improvement before stopping; null disables"
+        2, description="evaluations without macro-F1 improvement before stopping; null disables"
     )
 
 
@@ -265,7 +283,7 @@ class Params(Section):
     """The whole of params.yaml."""
 
     seed: Annotated[int, Field(ge=0)] = 42
-    data: DataConfig
+    data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     pretrain_unsup: PretrainUnsupConfig = Field(default_factory=PretrainUnsupConfig)
@@ -298,6 +316,47 @@ def load_params(path: str | Path = "params.yaml") -> Params:
             + "\n".join(f"  - {p}" for p in problems)
             + "\nFix these keys in params.yaml (or your `dvc exp run -S` flags) and run again."
         ) from None
+
+
+class DeclaredParams:
+    """The params a stage may read: exactly those its dvc.yaml stage declares, plus ``tracking``.
+
+    DVC reruns a stage only when a declared param changes, so a stage that read an undeclared one
+    would go stale silently. This view makes such a read fail at once, naming the key and the
+    dvc.yaml stage to declare it in. ``declared`` holds dvc.yaml's entries: a section (``finetune``)
+    or a single key (``pretrain_sup.max_steps``). ``tracking`` is always readable: it says where
+    runs are logged, which changes no output.
+    """
+
+    def __init__(self, params: Params, declared: list[str], dvc_stage: str, prefix: str = ""):
+        self._params, self._declared, self._dvc_stage, self._prefix = params, list(declared), dvc_stage, prefix
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        key = self._prefix + ("lambda" if name == "lambda_" else name)
+        value = getattr(self._params, name)
+        if key == "tracking" or any(entry == key or key.startswith(entry + ".") for entry in self._declared):
+            return value
+        if isinstance(value, BaseModel) and any(entry.startswith(key + ".") for entry in self._declared):
+            return DeclaredParams(value, self._declared, self._dvc_stage, key + ".")
+        raise AttributeError(
+            f"the stage reads params '{key}', which dvc.yaml stage '{self._dvc_stage}' does not declare, so DVC "
+            f"would not rerun it when '{key}' changes; add '{key}' to that stage's params in dvc.yaml")
+
+    def declared(self) -> dict[str, Any]:
+        """The declared params as plain data with params.yaml's key names, e.g. for logging."""
+        values: dict[str, Any] = {}
+        for entry in self._declared:
+            value: Any = self._params
+            for part in entry.split("."):
+                value = getattr(value, "lambda_" if part == "lambda" else part)
+            values[entry] = section_dict(value) if isinstance(value, BaseModel) else value
+        return values
+
+    def everything(self) -> Params:
+        """All params: for the pipeline's parent run in MLflow only, which describes the whole pipeline."""
+        return self._params
 
 
 def section_dict(section: BaseModel) -> dict[str, Any]:

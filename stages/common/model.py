@@ -8,9 +8,7 @@ projection runs only on masked positions (15% of tokens), which is most of the M
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -20,64 +18,9 @@ from transformers.modeling_outputs import MaskedLMOutput
 from transformers.models.bert.modeling_bert import BertOnlyMLMHead
 from transformers.utils import ModelOutput
 
-from stages.common.config import ModelConfig, ScratchConfig
-from stages.common.data import BUILTINS, DataError, content_sha256
+from stages.common.config import ScratchConfig
 
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A resolved ``model.source``: what to pass to ``from_pretrained`` (None for scratch)."""
-
-    name_or_path: str | None
-    provenance: dict[str, str]
-
-
-def resolve_model_source(model: ModelConfig) -> ModelSource:
-    """Resolve and check ``model.source``; raise DataError for anything not BERT-compatible."""
-    source = model.source
-    if source == "scratch":
-        return ModelSource(None, {"source": "scratch"})
-    if source.startswith("builtin:"):
-        builtin = BUILTINS[source.removeprefix("builtin:")]
-        path = builtin.locate()
-        check_bert_config(path, source)
-        return ModelSource(str(path), builtin.provenance())
-    path = Path(source)
-    if path.is_dir():
-        check_bert_config(path, source)
-        return ModelSource(str(path), {"source": source, "sha256": content_sha256(path)})
-    try:  # a Hub id, for users who are online
-        from huggingface_hub import snapshot_download
-
-        local = snapshot_download(source, allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
-    except Exception as err:  # noqa: BLE001 - any hub failure means the same thing to the user
-        raise DataError(
-            f"model.source = '{source}': not a local directory and could not be fetched from the Hugging "
-            f"Face Hub ({type(err).__name__}). Offline? Use a local directory or builtin:all-minilm-l6-v2"
-        ) from None
-    check_bert_config(Path(local), source)
-    return ModelSource(local, {"source": source, "sha256": content_sha256(Path(local))})
-
-
-def check_bert_config(path: Path, source: str) -> None:
-    """The directory holds a BERT config and safetensors weights (never a pickle)."""
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise DataError(f"model.source = '{source}': {path} has no config.json; point it at a directory "
-                        "written by save_pretrained")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"model.source = '{source}': {config_file} is not valid JSON ({err})") from None
-    if config.get("model_type") != "bert":
-        raise DataError(f"model.source = '{source}': model_type is {config.get('model_type')!r}; this pipeline "
-                        "trains BERT-compatible encoders (model_type 'bert'): point model.source at a BERT "
-                        "checkpoint, or use 'scratch' or builtin:all-minilm-l6-v2")
-    if not list(path.glob("*.safetensors")):
-        raise DataError(f"model.source = '{source}': {path} has no .safetensors weights; pickled weights "
-                        "(pytorch_model.bin) are refused. Convert them with save_pretrained")
 
 
 def scratch_config(sizes: ScratchConfig, vocab_size: int, max_length: int, pad_token_id: int) -> BertConfig:
@@ -117,6 +60,15 @@ class BertForPackedMaskedLM(BertForMaskedLM):
     """
 
     saved_architecture = "BertForMaskedLM"
+
+    def __init__(self, config: BertConfig):
+        # BertForMaskedLM drops the pooler; the classifier stages need the source model's trained one.
+        # It is kept (and frozen by pretrain_unsup, whose loss does not reach it) so nothing the source
+        # model learned is lost between stages. AutoModelForMaskedLM ignores it when loading.
+        BertPreTrainedModel.__init__(self, config)
+        self.bert = BertModel(config)
+        self.cls = BertOnlyMLMHead(config)
+        self.post_init()
 
     def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):  # noqa: D102
         if labels is None:
@@ -165,10 +117,17 @@ class BertForSupervisedPretraining(BertPreTrainedModel):
         self.cls.predictions.decoder = new_embeddings
         self.cls.predictions.bias = new_embeddings.bias
 
-    def forward(self, input_ids=None, attention_mask=None, mlm_labels=None, labels=None, **kwargs):
-        """``mlm_labels``: -100 except at masked positions; ``labels``: class id, -100 for unlabeled rows."""
+    def forward(self, input_ids=None, attention_mask=None, mlm_labels=None, labels=None, clean_input_ids=None,
+                **kwargs):
+        """``mlm_labels``: -100 except at masked positions; ``labels``: class id, -100 for unlabeled rows.
+
+        With ``clean_input_ids`` (the unmasked text) the classifier reads a second encoder pass over
+        them, as it will in finetuning and at test time; else it reads the masked pass that L_mlm uses.
+        """
         outputs = self.bert(input_ids, attention_mask=attention_mask, return_dict=True)
-        logits = self.classifier(self.dropout(outputs.pooler_output))
+        classified = outputs if clean_input_ids is None else self.bert(
+            clean_input_ids, attention_mask=attention_mask, return_dict=True)
+        logits = self.classifier(self.dropout(classified.pooler_output))
         mlm_loss = mlm_logits = cls_loss = None
         if mlm_labels is not None:
             mlm_loss, mlm_logits = masked_lm_loss(self.cls, outputs.last_hidden_state, mlm_labels)

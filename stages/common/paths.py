@@ -5,7 +5,12 @@
 
 from pathlib import Path
 
+import yaml
+
+from stages.common.errors import UserError
+
 PARAMS = Path("params.yaml")
+DVC_FILE = Path("dvc.yaml")
 PROCESSED = Path("data/processed")
 LABELED = PROCESSED / "labeled"  # DatasetDict: train / validation / test
 CORPUS = PROCESSED / "corpus"  # Dataset of packed masked-LM blocks
@@ -37,3 +42,30 @@ def metrics_file(stage: str, run: str | None = None) -> Path:
 
 def plots_dir(stage: str, run: str | None = None) -> Path:
     return Path("plots") / stage if run is None else Path("plots/study") / run / stage
+
+
+# The dvc.yaml stage a module runs as: the main chain under its own name, study runs in a matrix stage.
+STUDY_STAGES = {("finetune", "spt"): "study_spt", ("finetune", "baseline"): "study_baseline",
+                ("finetune", "baseline_matched"): "study_baseline",
+                **{("evaluate", variant): "study_evaluate" for variant in STUDY_VARIANTS}}
+
+
+def study_variants(module: str) -> list[str]:
+    """The ``--variant`` values ``stages.<module>`` accepts."""
+    return [variant for (name, variant) in STUDY_STAGES if name == module]
+
+
+def dvc_stage(module: str, variant: str | None = None) -> str:
+    """The dvc.yaml stage that runs ``stages.<module>`` (as ``variant``, for a study run)."""
+    return module if variant is None else STUDY_STAGES[(module, variant)]
+
+
+def declared_params(stage: str) -> list[str]:
+    """The params dvc.yaml declares for ``stage`` (sections or single keys, as written there)."""
+    try:
+        spec = yaml.safe_load(DVC_FILE.read_text(encoding="utf-8"))["stages"][stage]
+    except (OSError, KeyError, TypeError, yaml.YAMLError) as err:
+        raise UserError(f"{DVC_FILE}: cannot read the params of stage '{stage}' ({type(err).__name__}: {err}); "
+                        "run from the repository root") from None
+    return [entry for item in spec.get("params", [])
+            for entry in ([item] if isinstance(item, str) else [key for keys in item.values() for key in keys])]

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from stages.common.config import Params, TrackingConfig, section_dict
+from stages.common.config import DeclaredParams, Params, TrackingConfig, section_dict
+from stages.common.errors import UserError
 
 log = logging.getLogger(__name__)
 PIPELINE_TAG = "pipeline_execution"
@@ -34,7 +35,7 @@ HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_B
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError):
     """The tracking store cannot be reached and ``tracking.required`` is true."""
 
 
@@ -160,14 +161,15 @@ def _mlflow() -> Any:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Params, sections: list[str], system_metrics: bool = False) -> Iterator[Tracker]:
+def stage_run(stage: str, params: DeclaredParams, system_metrics: bool = False) -> Iterator[Tracker]:
     """An MLflow child run for one stage (see :func:`_stage_run`), under fail-fast HTTP settings."""
     with _fail_fast_http():
-        yield from _stage_run(stage, params, sections, system_metrics)
+        yield from _stage_run(stage, params, system_metrics)
 
 
-def _stage_run(stage: str, params: Params, sections: list[str], system_metrics: bool) -> Iterator[Tracker]:
-    """An MLflow child run for one stage, logging the params of ``sections`` (flattened) and lineage tags.
+def _stage_run(stage: str, params: DeclaredParams, system_metrics: bool) -> Iterator[Tracker]:
+    """An MLflow child run for one stage, logging the params its dvc.yaml stage declares (flattened) and
+    lineage tags.
 
     The store is checked here, before the stage does any work: unreachable with
     ``tracking.required`` raises TrackingError, otherwise tracking is switched off with a warning.
@@ -177,10 +179,9 @@ def _stage_run(stage: str, params: Params, sections: list[str], system_metrics: 
         return
     cfg = params.tracking
     uri = tracking_uri(cfg)
-    stage_params = {name: section_dict(getattr(params, name)) if name != "seed" else params.seed
-                    for name in sections}
+    stage_params = params.declared()
     try:
-        experiment_id, parent_id = _connect(uri, cfg.experiment, params)
+        experiment_id, parent_id = _connect(uri, cfg.experiment, params.everything())
     except Exception as err:  # noqa: BLE001 - any failure to reach the store means the same thing
         message = f"MLflow tracking store {uri} is not usable ({type(err).__name__}: {err})"
         if cfg.required:

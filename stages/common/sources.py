@@ -1,4 +1,4 @@
-"""Reading labeled and unlabeled text, cleaning it, and splitting it without leaks.
+"""Reading labeled and unlabeled text from built-ins and user files.
 
 Built-in sources come from pinned PyPI packages (see ``requirements-data.txt``); their files are
 read by path and checked against the sha256 recorded here, never imported. User files are read
@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import bz2
 import csv
-import hashlib
 import importlib.metadata
 import json
-import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-SPLITS = ("train", "validation", "test")
+from stages.common.errors import DataError
+from stages.common.hashing import content_sha256
+
 TABULAR_SUFFIXES = {".csv": ",", ".tsv": "\t"}
-
-
-class DataError(ValueError):
-    """Bad input data; the message says what, where and how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -83,35 +79,6 @@ BUILTINS = {
         "3aaf3259c5e87d11ffc256131680f80ecb22a6835a87d5c7347f8783dfcdfc37",
     ),
 }
-
-
-def content_sha256(path: Path) -> str:
-    """sha256 of a file, or of a directory as its sorted (relative path, file sha256) listing."""
-    path = Path(path)
-    if path.is_file():
-        return _file_sha256(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(f"{file.relative_to(path).as_posix()}\0{_file_sha256(file)}\n".encode())
-    return digest.hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def normalize_text(text: str) -> str:
-    """The de-duplication key: Unicode NFKC, lower case, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).lower().split())
-
-
-def text_key(text: str) -> bytes:
-    """A compact hash of the normalised text, for membership sets over large corpora."""
-    return hashlib.blake2b(normalize_text(text).encode(), digest_size=12).digest()
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,7 +234,7 @@ def _missing_columns(where: str, missing: list[str], existing: list[str]) -> str
 def _check_label_types(labels: pd.Series, where: str, label_column: str) -> None:
     examples: dict[str, object] = {}
     for value in labels:
-        if not _is_missing(value):
+        if not is_missing(value):
             kind = "number" if isinstance(value, (int, float, np.number)) else type(value).__name__
             examples.setdefault(kind, value)
     if len(examples) > 1:
@@ -275,125 +242,10 @@ def _check_label_types(labels: pd.Series, where: str, label_column: str) -> None
                         f"{', '.join(repr(v) for v in examples.values())}); use one type for every label")
 
 
-def _is_missing(value: object) -> bool:
+def is_missing(value: object) -> bool:
+    """None, NaN or a blank string: a label cell with nothing in it."""
     return value is None or (isinstance(value, float) and np.isnan(value)) or (isinstance(value, str)
                                                                               and not value.strip())
-
-
-@dataclass
-class CleanReport:
-    rows_read: int = 0
-    empty_text: int = 0
-    missing_label: int = 0
-    unknown_label: int = 0
-    duplicate: int = 0
-    by_label: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {"rows_read": self.rows_read, "dropped": {
-            "empty_text": self.empty_text, "missing_label": self.missing_label,
-            "unknown_label": self.unknown_label, "duplicate": self.duplicate}}
-
-
-def clean_labeled(source: LabeledSource, keep_labels: list[str] | None) -> tuple[pd.DataFrame, CleanReport]:
-    """Drop empty texts, missing or unlisted labels and duplicates (exact or normalised); count each."""
-    frame = source.frame
-    report = CleanReport(rows_read=len(frame))
-    text_ok = frame["text"].map(lambda t: isinstance(t, str) and bool(t.strip())).astype(bool)
-    report.empty_text = int((~text_ok).sum())
-    frame = frame[text_ok]
-    label_ok = ~frame["label"].map(_is_missing).astype(bool)
-    report.missing_label = int((~label_ok).sum())
-    frame = frame[label_ok].copy()
-    frame["label"] = frame["label"].map(_label_name)
-    wanted = keep_labels or source.labels
-    if wanted:
-        known = frame["label"].isin(list(wanted))
-        report.unknown_label = int((~known).sum())
-        frame = frame[known]
-    if frame.empty:
-        raise DataError(f"{source.description}: no usable rows left ({report.as_dict()['dropped']}); "
-                        "check the text and label columns")
-    keys = frame["text"].map(normalize_text)
-    unique = ~keys.duplicated(keep="first")
-    report.duplicate = int((~unique).sum())
-    frame = frame[unique].reset_index(drop=True)
-    if frame["label"].nunique() < 2:
-        raise DataError(f"{source.description}: the label column holds a single class "
-                        f"({frame['label'].iloc[0]!r}); a classifier needs at least two: check data.label_column, "
-                        "or add examples of another class")
-    return frame, report
-
-
-def _label_name(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    return str(value).strip()
-
-
-# --------------------------------------------------------------------------------------------
-# Splitting
-
-
-def assign_splits(labels: np.ndarray, groups: np.ndarray | None, fractions: tuple[float, ...],
-                  seed: int) -> np.ndarray:
-    """Assign each row a split index, stratified by label and never splitting a group.
-
-    Groups (every row its own group when ``groups`` is None) are visited largest first, ties in a
-    seeded random order, and each goes to the split whose per-class quota is relatively least
-    filled, weighted by the group's own labels. Returns an int array (index into ``fractions``).
-    """
-    if groups is None:
-        groups = np.arange(len(labels))
-    group_ids, group_of_row = np.unique(groups, return_inverse=True)
-    n_classes = int(labels.max()) + 1
-    counts = np.zeros((len(group_ids), n_classes))
-    np.add.at(counts, (group_of_row, labels), 1)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(group_ids))
-    order = order[np.argsort(-counts[order].sum(axis=1), kind="stable")]
-    targets = np.outer(np.asarray(fractions), counts.sum(axis=0))
-    filled = np.zeros_like(targets)
-    split_of_group = np.empty(len(group_ids), dtype=np.int64)
-    for group in order:
-        deficit = (targets - filled) / np.maximum(targets, 1e-9)
-        split = int(np.argmax(deficit @ counts[group]))
-        filled[split] += counts[group]
-        split_of_group[group] = split
-    return split_of_group[group_of_row]
-
-
-def split_labeled(frame: pd.DataFrame, label_names: list[str], val_fraction: float, test_fraction: float,
-                  seed: int, description: str) -> dict[str, pd.DataFrame]:
-    """Split into train/validation/test; every class must appear in every split."""
-    label_ids = frame["label"].map({name: i for i, name in enumerate(label_names)}).to_numpy()
-    groups = frame["group"].astype(str).to_numpy() if "group" in frame else None
-    fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
-    assignment = assign_splits(label_ids, groups, fractions, seed)
-    splits = {name: frame[assignment == i].reset_index(drop=True) for i, name in enumerate(SPLITS)}
-    for name, part in splits.items():
-        absent = sorted(set(label_names) - set(part["label"]))
-        if absent:
-            sizes = frame["label"].value_counts()
-            raise DataError(
-                f"{description}: the {name} split has no example of class "
-                f"{', '.join(f'{a!r} ({sizes[a]} rows in all)' for a in absent)}; raise "
-                "prepare.val_fraction/test_fraction, add data for that class, or drop it with data.labels"
-            )
-    return splits
-
-
-def sample_per_class(train: pd.DataFrame, n_per_class: int, seed: int) -> pd.DataFrame:
-    """Few-shot: keep ``n_per_class`` training rows of each class (seeded)."""
-    sizes = train["label"].value_counts()
-    short = sizes[sizes < n_per_class]
-    if len(short):
-        raise DataError(
-            f"prepare.n_per_class = {n_per_class} but the training split holds only "
-            f"{', '.join(f'{k!r}: {v}' for k, v in short.items())}; lower n_per_class"
-        )
-    parts = [part.sample(n=n_per_class, random_state=seed) for _, part in train.groupby("label", sort=True)]
-    return pd.concat(parts).sort_index().reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------

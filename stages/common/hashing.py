@@ -1,0 +1,25 @@
+"""Content hashes of files and directories: what provenance, fingerprints and tags record."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+
+def content_sha256(path: Path) -> str:
+    """sha256 of a file, or of a directory as its sorted (relative path, file sha256) listing."""
+    path = Path(path)
+    if path.is_file():
+        return _file_sha256(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{_file_sha256(file)}\n".encode())
+    return digest.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,208 @@
+"""The Trainers of the training stages, the joint loss, and the callbacks that record a run's history.
+
+:class:`StageTrainer` makes results independent of how a global batch is split over processes and
+accumulation steps; :class:`JointLossTrainer` adds L = L_mlm + lambda(t) * L_supervised.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
+
+from stages.common.config import PretrainSupConfig
+from stages.common.losses import joint_loss, lambda_at
+from stages.common.outputs import atomic_output
+
+
+class EpochCallback(TrainerCallback):
+    """Tells the masking collator which epoch it is in (its masks are seeded by epoch)."""
+
+    def __init__(self, collator: Any):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: D102
+        self.collator.epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
+
+
+class HeadWarmup(TrainerCallback):
+    """For the first ``steps`` optimizer steps only the heads train: the ``encoder`` is frozen.
+
+    A fresh head on a trained encoder sends near-random gradients into it at first; training the head
+    alone first avoids that. A frozen parameter gets no gradient, and AdamW skips parameters without
+    one (no update, no weight decay). Freezing follows the step number alone, so a resumed run
+    freezes exactly as the uninterrupted one did. Parameters frozen before (e.g. the pooler) stay so.
+    """
+
+    def __init__(self, encoder: torch.nn.Module, steps: int):
+        self.steps = steps
+        self.trainable = [parameter for parameter in encoder.parameters() if parameter.requires_grad]
+
+    def on_step_begin(self, args, state, control, **kwargs):  # noqa: D102
+        warming_up = state.global_step < self.steps
+        for parameter in self.trainable:
+            parameter.requires_grad_(not warming_up)
+
+
+class HistoryCallback(TrainerCallback):
+    """Collects every logged value per step; sends it to the tracker and writes DVC plot files."""
+
+    def __init__(self, tracker: Any):
+        self.tracker = tracker
+        self.rows: list[dict[str, float]] = []
+        self.training = True
+        self._last_time: float | None = None
+        self._last_step = 0
+
+    def on_train_end(self, args, state, control, **kwargs):  # noqa: D102
+        self.training = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102
+        # After training, evaluate() re-scores the best checkpoint at the last step: not a new point.
+        if not state.is_world_process_zero or not logs or not self.training:
+            return
+        if not self.rows:
+            # A resumed run: the checkpoint's log history holds what was logged before the
+            # interruption (the Trainer has just appended this call's entry), so the plots keep it.
+            self.rows = [{"step": entry["step"], **{key: float(value) for key, value in entry.items()
+                                                   if key != "step" and isinstance(value, (int, float))}}
+                         for entry in state.log_history[:-1]]
+        values = {key: float(value) for key, value in logs.items() if isinstance(value, (int, float))}
+        now = time.perf_counter()
+        if "loss" in values and self._last_time is not None and state.global_step > self._last_step:
+            steps = state.global_step - self._last_step
+            values["examples_per_second"] = (steps * args.per_device_train_batch_size * args.world_size
+                                             * args.gradient_accumulation_steps) / (now - self._last_time)
+        if "loss" in values:
+            self._last_time, self._last_step = now, state.global_step
+        self.rows.append({"step": state.global_step, **values})
+        self.tracker.log_metrics(values, step=state.global_step)
+
+    def write_plots(self, directory: Path, groups: dict[str, list[str]]) -> None:
+        """One CSV per group of metric names (x = step), for ``dvc plots``."""
+        with atomic_output(directory) as staging:
+            staging.mkdir()
+            for name, keys in groups.items():
+                rows = [row for row in self.rows if any(key in row for key in keys)]
+                with open(staging / f"{name}.csv", "w", newline="") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=["step", *keys], extrasaction="ignore")
+                    writer.writeheader()
+                    for row in rows:
+                        writer.writerow({key: _round(row.get(key)) for key in ["step", *keys]})
+
+
+    def log_figures(self, stage: str, groups: dict[str, list[str]]) -> None:
+        """The same groups as PNG learning curves, logged to MLflow (not DVC outputs: PNG bytes vary)."""
+        if not self.tracker.active:
+            return
+        from stages.common.figures import learning_curves
+
+        with tempfile.TemporaryDirectory() as scratch:
+            for name, keys in groups.items():
+                path = learning_curves(self.rows, keys, f"{stage}: {name}", Path(scratch) / f"{stage}_{name}.png")
+                self.tracker.log_artifact(path, "plots")
+
+
+def _round(value: float | None) -> float | str:
+    return "" if value is None else round(value, 6)
+
+
+# --------------------------------------------------------------------------------------------
+# The Trainer of every stage, and the joint loss
+
+
+class StageTrainer(Trainer):
+    """A Trainer whose results do not depend on how a global batch is split over processes and steps.
+
+    N processes with ``batch_size`` B/N, or one process with B/k and ``gradient_accumulation_steps``
+    k, train like one process with B (tests/test_distributed.py):
+
+    - Our models return a per-batch mean loss and ignore ``num_items_in_batch``. A model whose
+      ``forward`` takes ``**kwargs`` is assumed by the Trainer to normalise by that count itself,
+      so it would skip the division by the accumulation steps and, with
+      ``average_tokens_across_devices``, multiply by the number of processes: loss and gradients
+      k or N times too large. ``model_accepts_loss_kwargs = False`` says how our models behave.
+    - ``group_by_length`` sorts examples by length within "megabatches" of 50 batches, sized from
+      the per-process batch; here they are sized from the global batch, so each optimizer step
+      sees the same examples whatever the number of processes.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.model_accepts_loss_kwargs = False
+
+    def _get_train_sampler(self, train_dataset=None):  # noqa: D102
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            sampler.batch_size = self.args.train_batch_size * self.args.gradient_accumulation_steps * max(
+                1, self.args.world_size)
+        return sampler
+
+
+class JointLossTrainer(StageTrainer):
+    """Trainer whose loss is L = L_mlm + lambda(t) * L_supervised, with lambda(t) from the schedule.
+
+    Logs ``loss_mlm``, ``loss_supervised``, ``lambda`` (means since the last log) beside the total.
+    When lambda(t) is 0 the supervised term is left out of the graph: the classifier gets no
+    gradient and no optimizer update (not even weight decay), which makes lambda = 0 a clean control.
+    """
+
+    def __init__(self, *args: Any, joint: PretrainSupConfig, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.joint = joint
+        self._sums = {"loss_mlm": 0.0, "loss_supervised": 0.0, "lambda": 0.0}
+        self._count = 0
+
+    def current_lambda(self) -> float:
+        return lambda_at(self.state.global_step, self.state.max_steps, self.joint.lambda_,
+                         self.joint.lambda_min, self.joint.lambda_schedule)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
+        lam = self.current_lambda()
+        if lam == 0.0 and model.training:
+            inputs = {key: value for key, value in inputs.items() if key != "clean_input_ids"}  # no classifier pass
+        outputs = model(**inputs)
+        if lam == 0.0:
+            loss = outputs.mlm_loss
+        else:
+            loss = joint_loss(outputs.mlm_loss, outputs.cls_loss, lam)
+        if model.training:
+            self._sums["loss_mlm"] += float(outputs.mlm_loss.detach())
+            self._sums["loss_supervised"] += float(outputs.cls_loss.detach())
+            self._sums["lambda"] += lam
+            self._count += 1
+        return (loss, {"logits": outputs.logits}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:  # noqa: D102
+        if "loss" in logs and self._count:
+            # Every process logs at the same steps: average the parts over processes, as the Trainer
+            # does for the total, so they describe the global batch and not rank 0's share of it.
+            means = torch.tensor([value / self._count for value in self._sums.values()], device=self.args.device)
+            logs.update(zip(self._sums, self.accelerator.reduce(means, reduction="mean").tolist()))
+            self._sums = dict.fromkeys(self._sums, 0.0)
+            self._count = 0
+        super().log(logs, start_time)
+
+
+def gathered_weights(trainer: Trainer) -> tuple[Any, dict[str, Any] | None]:
+    """The trained model to save and, under FSDP, its full weights; every process must call this.
+
+    FSDP leaves each process a shard of every weight: the full state dict is gathered here (a
+    collective, so no process may skip it) and is complete on rank 0, which saves it
+    (``save_checkpoint(model, ..., state_dict=...)``). Otherwise: the model, and None (its own weights).
+    """
+    if not trainer.is_fsdp_enabled:
+        return trainer.model, None
+    return trainer.accelerator.unwrap_model(trainer.model), trainer.accelerator.get_state_dict(trainer.model)
+
+
+def last_logged(history: list[dict[str, float]], key: str) -> float | None:
+    """The most recent logged value of ``key`` (e.g. the training loss at the last logging step)."""
+    return next((row[key] for row in reversed(history) if key in row), None)

@@ -1,0 +1,69 @@
+"""The start and the finish every training stage shares (pretrain_unsup, pretrain_sup, finetune).
+
+Start: the run's identity (params and input hashes -> fingerprint), lineage tags, the history
+callback. Finish: on every process, gather the weights (FSDP needs all of them); then on rank 0
+alone, in this order: the checkpoint, metrics, plots, figures, clearing the Trainer checkpoints,
+the output hash tag. Other processes must not read the outputs while rank 0 writes them. Last,
+the metrics go to MLflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.common import paths
+from stages.common.checkpoints import save_checkpoint
+from stages.common.hashing import content_sha256
+from stages.common.outputs import write_json
+from stages.common.resume import clear_checkpoints, fingerprint, train_resumably
+from stages.common.trainers import HistoryCallback, gathered_weights
+
+
+@dataclass
+class TrainingRun:
+    """One run of a training stage: where it writes, what it read, and who it is."""
+
+    stage: str
+    study_run: str | None  # <variant>-<seed> for a study run, None for the main chain
+    tracker: Any
+    inputs: dict[str, str]  # "data" and "init": the sha256 of data/processed and of the starting checkpoint
+    fingerprint: str
+    history: HistoryCallback
+
+    @property
+    def checkpoints(self) -> Path:
+        return paths.checkpoint_dir(self.stage, self.study_run)
+
+    def train(self, trainer: Any) -> dict[str, float]:
+        """Train (resuming this run's last complete checkpoint, if any); the Trainer's run metrics."""
+        return train_resumably(trainer, self.checkpoints, self.fingerprint)
+
+
+def begin_training(stage: str, tracker: Any, identity: dict[str, Any], inputs: dict[str, str],
+                   study_run: str | None = None, tags: dict[str, str] | None = None) -> TrainingRun:
+    """Fingerprint the run from ``identity`` (its params) and ``inputs``, and tag its lineage."""
+    run_fingerprint = fingerprint(identity, inputs)
+    tracker.set_tags({"input_data_sha256": inputs["data"], "input_checkpoint_sha256": inputs["init"],
+                      **(tags or {})})
+    return TrainingRun(stage, study_run, tracker, inputs, run_fingerprint, HistoryCallback(tracker))
+
+
+def finish_training(run: TrainingRun, trainer: Any, tokenizer: Any, metrics: dict[str, Any],
+                    run_metrics: dict[str, Any], plots: dict[str, list[str]], provenance: dict[str, Any]) -> None:
+    """Save the model, metrics and plots (rank 0), clear the Trainer checkpoints, log to MLflow."""
+    model, weights = gathered_weights(trainer)  # on every process: FSDP gathers the shards
+    if trainer.is_world_process_zero():
+        output = paths.model_dir(run.stage, run.study_run)
+        save_checkpoint(model, tokenizer, output,
+                        {"stage": run.stage, **provenance, "fingerprint": run.fingerprint,
+                         "data_sha256": run.inputs["data"]},
+                        state_dict=weights)
+        write_json(paths.metrics_file(run.stage, run.study_run), metrics)
+        run.history.write_plots(paths.plots_dir(run.stage, run.study_run), plots)
+        run.history.log_figures(run.stage, plots)
+        clear_checkpoints(run.checkpoints)
+        run.tracker.set_tags({"output_checkpoint_sha256": content_sha256(output)})
+    run.tracker.log_metrics({**metrics, **{key: value for key, value in run_metrics.items()
+                                           if isinstance(value, (int, float))}})
