@@ -1,21 +1,25 @@
-"""compare: does supervised pretraining beat the standard recipe here, and by how much?
+"""compare: does supervised pretraining beat the other recipes here, by how much, and at what cost?
 
-Reads:  for every variant and seed of the study, metrics/study/<variant>-<seed>/evaluate.json,
-        plots/study/<variant>-<seed>/evaluate/confusion.csv (test predictions) and
-        plots/study/<variant>-<seed>/finetune/validation.csv (validation curve).
-Writes: metrics/compare.json, reports/compare.md, plots/compare/validation_macro_f1.csv.
-Params: study.
+Reads:  for every arm and seed of the study, metrics/study/<arm>-<seed>/evaluate.json,
+        plots/study/<arm>-<seed>/evaluate/confusion.csv (test predictions),
+        plots/study/<arm>-<seed>/finetune/validation.csv (validation curve with running FLOPs),
+        metrics/study/<arm>-<seed>/finetune.json and, for spt and tapt, pretrain_sup.json.
+Writes: metrics/compare.json, reports/compare.md, reports/compare.png (the curves),
+        plots/compare/validation_macro_f1.csv.
+Params: seed, study.
 
-Variants: spt (finetune from pretrain_sup), baseline (finetune from pretrain_unsup, same steps:
-the standard recipe) and baseline_matched (the standard recipe given as many extra finetuning
-steps as pretrain_sup took, so both arms spend the same number of training steps).
+Arms (all start from the shared pretrain_unsup checkpoint): spt (pretrain_sup, then finetune),
+tapt (the same pretraining budget with lambda = 0, then finetune: what more masked-LM alone adds),
+baseline (finetune, the same steps), baseline_matched (finetune given as many extra examples as
+SPT's pretraining trained on) and baseline_flops (as many extra FLOPs). Intervals come from a
+hierarchical bootstrap: seeds, then test examples. A seed varies each arm's pretraining and
+finetuning; prepare and pretrain_unsup are shared. Only this stage and evaluate read the test split.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -24,63 +28,103 @@ from stages.common import paths
 from stages.common.cli import run_stage
 from stages.common.errors import StudyError
 from stages.common.outputs import atomic_output, write_json
-from stages.common.stats import paired_bootstrap, steps_to_target
-from stages.common.tracking import stage_run
 
 STAGE = "compare"
-VARIANTS = paths.STUDY_VARIANTS
+ARMS = paths.STUDY_VARIANTS
 VERDICT_LEVEL = 0.95
+FIGURE = Path("reports/compare.png")
+VARIED_BY_SEED = ["study_pretrain (spt, tapt)", "study_finetune", "study_baseline", "study_matched"]
+SHARED = ["prepare", "pretrain_unsup"]
 
 
 def read_run(variant: str, seed: int) -> dict:
-    """Test predictions, test scores and the validation curve of one study run."""
+    """Test predictions and scores, the validation curve and the training compute of one study run."""
     run = paths.study_run(variant, seed)
     try:
         scores = json.loads(paths.metrics_file("evaluate", run).read_text())
+        finetune = json.loads(paths.metrics_file("finetune", run).read_text())
+        pretraining = (json.loads(paths.metrics_file("pretrain_sup", run).read_text())
+                       if variant in paths.PRETRAINED_ARMS else {"steps": 0, "flops": 0.0})
         with open(paths.plots_dir("evaluate", run) / "confusion.csv") as handle:
             rows = list(csv.DictReader(handle))
         with open(paths.plots_dir("finetune", run) / "validation.csv") as handle:
             curve = [row for row in csv.DictReader(handle) if row["eval_macro_f1"]]
     except FileNotFoundError as err:
         raise StudyError(f"study run {run} is incomplete ({err.filename} missing); run `dvc repro`") from None
+    steps = [int(r["step"]) for r in curve]
+    flops = [float(r["flops"]) for r in curve]
     return {"scores": scores, "actual": [r["actual"] for r in rows], "predicted": [r["predicted"] for r in rows],
-            "steps": [int(r["step"]) for r in curve], "val_macro_f1": [float(r["eval_macro_f1"]) for r in curve]}
+            "steps": steps, "val_macro_f1": [float(r["eval_macro_f1"]) for r in curve],
+            "pretraining_steps": int(pretraining["steps"]), "pretraining_flops": float(pretraining["flops"]),
+            "finetune_steps": int(finetune["steps"]), "finetune_flops": float(finetune["flops"]),
+            "total_steps": [int(pretraining["steps"]) + s for s in steps],
+            "total_flops": [float(pretraining["flops"]) + f for f in flops]}
 
 
-def summarize(runs: dict[str, list[dict]], seeds: list[int], target_fraction: float, samples: int,
-              seed: int) -> dict:
+def first_reaching(run: dict, target: float) -> int | None:
+    """Index of the first validation point at or above ``target``; None if none is."""
+    return next((i for i, score in enumerate(run["val_macro_f1"]) if score >= target), None)
+
+
+def spread(values: list[float]) -> float | None:
+    """Standard deviation over seeds; None for one seed (no spread is shown where there is none)."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int) -> dict:
     """Everything the report says, as data."""
+    from stages.common.stats import hierarchical_bootstrap, seed_interval
+
     labels = sorted(set(runs["baseline"][0]["actual"]))
     index = {name: i for i, name in enumerate(labels)}
     actual = np.array([index[a] for a in runs["baseline"][0]["actual"]])
-    predictions = {v: np.array([[index[p] for p in r["predicted"]] for r in runs[v]]) for v in VARIANTS}
-    summary: dict = {"seeds": seeds, "test_examples": int(actual.size), "variants": {}, "differences": {}}
-    targets = [target_fraction * max(r["val_macro_f1"]) for r in runs["baseline"]]
-    for variant in VARIANTS:
-        accuracy = [r["scores"]["accuracy"] for r in runs[variant]]
-        macro_f1 = [r["scores"]["macro_f1"] for r in runs[variant]]
-        reached = [steps_to_target(r["steps"], r["val_macro_f1"], t) for r, t in zip(runs[variant], targets)]
-        hits = [s for s in reached if s is not None]
+    predictions = {v: np.array([[index[p] for p in r["predicted"]] for r in runs[v]]) for v in ARMS}
+    if study.target is not None:
+        targets = [study.target] * len(seeds)
+        target = {"absolute_val_macro_f1": study.target}
+    else:
+        targets = [study.target_fraction * max(r["val_macro_f1"]) for r in runs["baseline"]]
+        target = {"fraction_of_baseline_best_val_macro_f1": study.target_fraction}
+    summary: dict = {"seeds": seeds, "test_examples": int(actual.size), "varied_by_seed": VARIED_BY_SEED,
+                     "shared_by_all_seeds": SHARED, "target": {**target, "per_seed": [float(t) for t in targets]},
+                     "variants": {}, "differences": {}}
+    for variant in ARMS:
+        arm_runs = runs[variant]
+        accuracy = [r["scores"]["accuracy"] for r in arm_runs]
+        macro_f1 = [r["scores"]["macro_f1"] for r in arm_runs]
+        reached = [first_reaching(r, t) for r, t in zip(arm_runs, targets)]
+        hits = [(r, i) for r, i in zip(arm_runs, reached) if i is not None]
+
+        def interval(values: list[float]) -> dict | None:
+            return seed_interval(values, study.bootstrap_samples, seed, VERDICT_LEVEL)
+
         summary["variants"][variant] = {
-            "accuracy_mean": float(np.mean(accuracy)), "accuracy_std": float(np.std(accuracy)),
-            "macro_f1_mean": float(np.mean(macro_f1)), "macro_f1_std": float(np.std(macro_f1)),
-            "steps_to_target_mean": float(np.mean(hits)) if hits else None,
-            "target_reached": f"{len(hits)}/{len(reached)}",
-            "steps_to_target": reached,
+            "accuracy_mean": float(np.mean(accuracy)), "accuracy_std": spread(accuracy),
+            "macro_f1_mean": float(np.mean(macro_f1)), "macro_f1_std": spread(macro_f1),
+            "pretraining_steps": int(np.mean([r["pretraining_steps"] for r in arm_runs])),
+            "finetune_steps": float(np.mean([r["finetune_steps"] for r in arm_runs])),
+            "training_flops": float(np.mean([r["pretraining_flops"] + r["finetune_flops"] for r in arm_runs])),
+            "target_reached": f"{len(hits)}/{len(arm_runs)}",
+            "steps_to_target_finetune": interval([r["steps"][i] for r, i in hits]),
+            "steps_to_target_total": interval([r["total_steps"][i] for r, i in hits]),
+            "flops_to_target_total": interval([r["total_flops"][i] for r, i in hits]),
         }
-    for other in ("baseline", "baseline_matched"):
-        summary["differences"][f"spt_minus_{other}"] = paired_bootstrap(
-            actual, predictions["spt"], predictions[other], len(labels), samples, seed, VERDICT_LEVEL)
-    summary["target"] = {"fraction_of_baseline_best_val_macro_f1": target_fraction,
-                         "per_seed": [float(t) for t in targets]}
+    for other in ARMS[1:]:
+        summary["differences"][f"spt_minus_{other}"] = hierarchical_bootstrap(
+            actual, predictions["spt"], predictions[other], len(labels), study.bootstrap_samples, seed, VERDICT_LEVEL)
     return summary
+
+
+NAMES = {"tapt": "TAPT (the same pretraining budget, masked-LM only: no labels)",
+         "baseline": "the standard recipe with the same finetuning steps",
+         "baseline_matched": "the standard recipe given as many extra examples as SPT pretrained on",
+         "baseline_flops": "the standard recipe given as many extra FLOPs as SPT's pretraining spent"}
 
 
 def verdicts(summary: dict) -> list[str]:
     """Plain sentences: which claims hold on this data and which do not."""
     lines = []
-    for other, name in (("baseline", "the standard recipe with the same finetuning steps"),
-                        ("baseline_matched", "the standard recipe given the same total training steps")):
+    for other, name in NAMES.items():
         diff = summary["differences"][f"spt_minus_{other}"]["accuracy"]
         interval = f"{diff['diff'] * 100:+.2f} points, 95% CI [{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}]"
         if diff["low"] > 0:
@@ -90,42 +134,67 @@ def verdicts(summary: dict) -> list[str]:
         else:
             lines.append(f"No accuracy difference is shown between SPT and {name}: {interval} includes 0.")
     spt, base = summary["variants"]["spt"], summary["variants"]["baseline"]
-    if spt["steps_to_target_mean"] is None:
-        lines.append("SPT finetuning never reached the target validation macro-F1: **shorter finetuning not shown**.")
-    elif base["steps_to_target_mean"] is None or spt["steps_to_target_mean"] < base["steps_to_target_mean"]:
-        baseline_steps = "never" if base["steps_to_target_mean"] is None else f"{base['steps_to_target_mean']:.0f}"
-        lines.append(f"SPT finetuning reached the target in **fewer steps** ({spt['steps_to_target_mean']:.0f} vs "
-                     f"{baseline_steps} for the standard recipe, mean over seeds): the shorter-finetuning claim "
-                     "holds here.")
-    else:
-        lines.append(f"SPT finetuning did **not** reach the target sooner ({spt['steps_to_target_mean']:.0f} vs "
-                     f"{base['steps_to_target_mean']:.0f} steps): the shorter-finetuning claim does not hold here.")
+    for kind, words in (("finetune", "finetuning steps alone"), ("total", "total training steps (pretraining "
+                                                                           "included)")):
+        ours, theirs = spt[f"steps_to_target_{kind}"], base[f"steps_to_target_{kind}"]
+        if ours is None:
+            lines.append(f"Counting {words}, SPT never reached the target validation macro-F1.")
+        elif theirs is None or ours["high"] < theirs["low"]:
+            other = "never" if theirs is None else f"{theirs['mean']:.0f}"
+            lines.append(f"Counting {words}, SPT reached the target **sooner**: {ours['mean']:.0f} vs {other} for "
+                         "the standard recipe.")
+        elif ours["low"] > theirs["high"]:
+            lines.append(f"Counting {words}, SPT reached the target **later**: {ours['mean']:.0f} vs "
+                         f"{theirs['mean']:.0f} for the standard recipe.")
+        else:
+            lines.append(f"Counting {words}, no difference in time to target is shown: {ours['mean']:.0f} vs "
+                         f"{theirs['mean']:.0f} for the standard recipe (intervals over seeds overlap).")
     return lines
+
+
+def _cell(value: dict | None, scale: float = 1.0, fmt: str = ".0f") -> str:
+    if value is None:
+        return "never"
+    text = f"{value['mean'] / scale:{fmt}}"
+    return text if value["seeds"] < 2 else f"{text} [{value['low'] / scale:{fmt}}, {value['high'] / scale:{fmt}}]"
+
+
+def _mean_std(mean: float, std: float | None) -> str:
+    return f"{mean * 100:.2f}" if std is None else f"{mean * 100:.2f} ± {std * 100:.2f}"
 
 
 def report(summary: dict) -> str:
     """reports/compare.md."""
     seeds = summary["seeds"]
-    lines = ["# Supervised pretraining vs the standard recipe", "",
-             f"Test set: {summary['test_examples']} examples; seeds: {', '.join(map(str, seeds))}. "
-             f"Target: {summary['target']['fraction_of_baseline_best_val_macro_f1']:.0%} of the baseline's "
-             "best validation macro-F1 (per seed).", "",
-             "| variant | test accuracy | test macro-F1 | finetuning steps to target | reached |",
-             "|---|---|---|---|---|"]
+    target = summary["target"]
+    target_text = (f"validation macro-F1 {target['absolute_val_macro_f1']:.3f}" if "absolute_val_macro_f1" in target
+                   else f"{target['fraction_of_baseline_best_val_macro_f1']:.0%} of the baseline's best validation "
+                   "macro-F1 (per seed)")
+    lines = ["# Supervised pretraining against the other recipes", "",
+             f"Test set: {summary['test_examples']} examples; seeds: {', '.join(map(str, seeds))} (a seed varies "
+             f"{', '.join(summary['varied_by_seed'])}; {' and '.join(summary['shared_by_all_seeds'])} are shared). "
+             f"Target: {target_text}. Compute is counted from the shared pretrain_unsup checkpoint; FLOPs are "
+             "counted on the real batches (forward and backward), validation excluded.", "",
+             "| arm | test accuracy | test macro-F1 | pretraining steps | finetuning steps | training FLOPs | "
+             "finetuning steps to target | total steps to target | FLOPs to target | reached |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for variant, row in summary["variants"].items():
-        steps = "never" if row["steps_to_target_mean"] is None else f"{row['steps_to_target_mean']:.0f}"
-        lines.append(f"| {variant} | {row['accuracy_mean'] * 100:.2f} ± {row['accuracy_std'] * 100:.2f} | "
-                     f"{row['macro_f1_mean'] * 100:.2f} ± {row['macro_f1_std'] * 100:.2f} | {steps} | "
-                     f"{row['target_reached']} |")
-    lines += ["", "Paired bootstrap over test examples, pooled over seeds (points):", "",
+        lines.append(f"| {variant} | {_mean_std(row['accuracy_mean'], row['accuracy_std'])} | "
+                     f"{_mean_std(row['macro_f1_mean'], row['macro_f1_std'])} | {row['pretraining_steps']} | "
+                     f"{row['finetune_steps']:.0f} | {row['training_flops']:.3g} | "
+                     f"{_cell(row['steps_to_target_finetune'])} | {_cell(row['steps_to_target_total'])} | "
+                     f"{_cell(row['flops_to_target_total'], fmt='.3g')} | {row['target_reached']} |")
+    lines += ["", "± is the standard deviation over seeds; [low, high] a 95% bootstrap interval over seeds.", "",
+              "Differences, hierarchical bootstrap (seeds, then test examples), 95% intervals, points:", "",
               "| difference | accuracy | macro-F1 |", "|---|---|---|"]
     for name, diff in summary["differences"].items():
         cells = [f"{diff[m]['diff'] * 100:+.2f} [{diff[m]['low'] * 100:+.2f}, {diff[m]['high'] * 100:+.2f}]"
                  for m in ("accuracy", "macro_f1")]
         lines.append(f"| {name.replace('_minus_', ' − ')} | {cells[0]} | {cells[1]} |")
     lines += ["", "## What holds on this data", ""] + [f"- {line}" for line in verdicts(summary)]
-    lines += ["", "Steps, not seconds, measure finetuning time here: they are reproducible; each finetune "
-              "run's wall-clock `train_runtime` is in MLflow.", ""]
+    lines += ["", f"![validation macro-F1 against training compute]({FIGURE.name})", "",
+              "Steps and FLOPs, not seconds, measure time here: they are reproducible. Each run's wall-clock "
+              "`train_runtime` is in MLflow.", ""]
     return "\n".join(lines)
 
 
@@ -134,21 +203,26 @@ def write_curves(runs: dict[str, list[dict]], seeds: list[int], directory: Path)
         staging.mkdir()
         with open(staging / "validation_macro_f1.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["variant", "seed", "step", "val_macro_f1"])
-            for variant in VARIANTS:
+            writer.writerow(["variant", "seed", "finetune_step", "step", "flops", "val_macro_f1"])
+            for variant in ARMS:
                 for seed, run in zip(seeds, runs[variant]):
-                    for step, score in zip(run["steps"], run["val_macro_f1"]):
-                        writer.writerow([variant, seed, step, round(score, 6)])
+                    for point in zip(run["steps"], run["total_steps"], run["total_flops"], run["val_macro_f1"]):
+                        writer.writerow([variant, seed, point[0], point[1], int(point[2]), round(point[3], 6)])
 
 
 def main(params) -> None:
+    from stages.common.figures import study_curves
+    from stages.common.tracking import stage_run
+
     study = params.study
     with stage_run(STAGE, params) as tracker:
-        runs = {v: [read_run(v, s) for s in study.seeds] for v in VARIANTS}
-        summary = summarize(runs, study.seeds, study.target_fraction, study.bootstrap_samples, params.seed)
+        runs = {v: [read_run(v, s) for s in study.seeds] for v in ARMS}
+        summary = summarize(runs, study.seeds, study, params.seed)
         write_json(paths.metrics_file(STAGE), summary)
         with atomic_output(paths.REPORT) as staging:
             staging.write_text(report(summary), encoding="utf-8")
+        with atomic_output(FIGURE) as staging:
+            study_curves(runs, staging)
         write_curves(runs, study.seeds, paths.plots_dir(STAGE))
         flat = {f"{v}_{k}": value for v, row in summary["variants"].items() for k, value in row.items()
                 if isinstance(value, float)}
@@ -156,11 +230,7 @@ def main(params) -> None:
         tracker.log_metrics(flat)
         tracker.log_to_parent(flat)
         tracker.log_artifact(paths.REPORT)
-        if tracker.active:
-            from stages.common.figures import study_curves
-
-            with tempfile.TemporaryDirectory() as scratch:
-                tracker.log_artifact(study_curves(runs, Path(scratch) / "validation_macro_f1.png"), "plots")
+        tracker.log_artifact(FIGURE, "plots")
 
 
 if __name__ == "__main__":

@@ -34,7 +34,11 @@ def predict(model_dir: Path, test, batch_size: int) -> np.ndarray:
     import alone takes seconds), as a user's own inference loop would run it.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+    )
 
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
     collate = DataCollatorWithPadding(AutoTokenizer.from_pretrained(str(model_dir)))

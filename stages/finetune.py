@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 from stages.common import paths
 from stages.common.cli import run_stage
 
 STAGE = "finetune"
-PLOTS = {"loss": ["loss", "learning_rate"], "validation": ["eval_accuracy", "eval_macro_f1", "eval_loss"]}
+PLOTS = {"loss": ["loss", "learning_rate", "flops"],
+         "validation": ["eval_accuracy", "eval_macro_f1", "eval_loss", "flops"]}
 
 
 def load_classifier(init_dir: str, label_map: dict) -> tuple[object, bool]:
@@ -49,24 +49,31 @@ def load_classifier(init_dir: str, label_map: dict) -> tuple[object, bool]:
 
 
 def study_settings(params, variant: str | None, seed: int | None):
-    """The finetune section and seed of the main chain (variant None) or of a study run.
+    """The finetune section, seed and starting checkpoint of the main chain (variant None) or a study run.
 
-    spt starts from pretrain_sup, baseline from pretrain_unsup with the same steps, and
-    baseline_matched from pretrain_unsup with as many extra examples as pretrain_sup trained on
-    (its recorded steps times its global batch, in finetune's batches).
+    spt and tapt start from their own pretraining run (same seed), the baselines from pretrain_unsup:
+    baseline with the same steps, baseline_matched with as many extra examples as SPT's pretrain_sup
+    trained on, baseline_flops with as many extra FLOPs as it spent (same seed).
     """
     cfg = params.finetune
     if variant is None:
-        return cfg, params.seed
-    init_from = "pretrain_sup" if variant == "spt" else "pretrain_unsup"
-    updates: dict = {"init_from": init_from}
-    if variant == "baseline_matched":
+        return cfg, params.seed, paths.model_dir(cfg.init_from)
+    if variant in paths.PRETRAINED_ARMS:
+        return cfg.model_copy(update={"init_from": "pretrain_sup"}), seed, \
+            paths.model_dir("pretrain_sup", paths.study_run(variant, seed))
+    cfg = cfg.model_copy(update={"init_from": "pretrain_unsup"})
+    if variant != "baseline":
         import datasets
 
-        train_rows = len(datasets.load_from_disk(str(paths.LABELED))["train"])
-        updates["max_steps"] = training_steps(cfg, train_rows) + matched_extra_steps(
-            json.loads(paths.metrics_file("pretrain_sup").read_text()), cfg)
-    return cfg.model_copy(update=updates), seed
+        train = datasets.load_from_disk(str(paths.LABELED))["train"]
+        spt_pretraining = json.loads(paths.metrics_file("pretrain_sup", paths.study_run("spt", seed)).read_text())
+        if variant == "baseline_matched":
+            extra = matched_extra_steps(spt_pretraining, cfg)
+        else:
+            extra = flops_matched_extra_steps(spt_pretraining, cfg, paths.model_dir("pretrain_unsup"),
+                                              [len(ids) for ids in train["input_ids"]], len(paths.label_names()))
+        cfg = cfg.model_copy(update={"max_steps": training_steps(cfg, len(train)) + extra})
+    return cfg, seed, paths.model_dir("pretrain_unsup")
 
 
 def training_steps(cfg, train_rows: int) -> int:
@@ -77,40 +84,31 @@ def training_steps(cfg, train_rows: int) -> int:
     return math.ceil(cfg.epochs * per_epoch)
 
 
+def flops_matched_extra_steps(pretrain_sup_metrics: dict, cfg, init_dir: Path, lengths: list[int],
+                              num_labels: int) -> int:
+    """Finetuning steps that spend as many FLOPs as pretrain_sup did (its counted total)."""
+    from transformers import AutoConfig
+
+    from stages.common.flops import classifier_step_flops, steps_for_flops
+
+    config = AutoConfig.from_pretrained(str(init_dir), num_labels=num_labels)
+    return steps_for_flops(pretrain_sup_metrics["flops"], lengths, cfg.batch_size * cfg.gradient_accumulation_steps,
+                           classifier_step_flops(config))
+
+
 def matched_extra_steps(pretrain_sup_metrics: dict, cfg) -> int:
     """Finetuning steps that see as many examples as pretrain_sup trained on (steps x its global batch)."""
     examples = pretrain_sup_metrics["steps"] * pretrain_sup_metrics["global_batch_size"]
     return math.ceil(examples / (cfg.batch_size * cfg.gradient_accumulation_steps))
 
 
-def reuse_main_chain(run: str, run_fingerprint: str) -> bool:
-    """A study run identical to the main chain's finetune (same params, seed and inputs) copies it.
-
-    Under torchrun every process decides the same; only rank 0 copies.
-    """
-    from stages.common.checkpoints import PROVENANCE_FILE
-    from stages.common.outputs import atomic_output
-    from stages.common.resume import resumable_checkpoint
-    from stages.common.runtime import is_main_process
-
-    provenance = paths.model_dir(STAGE) / PROVENANCE_FILE
-    if not provenance.is_file() or json.loads(provenance.read_text()).get("fingerprint") != run_fingerprint:
-        return False
-    if not is_main_process():
-        return True
-    for source, target in ((paths.model_dir(STAGE), paths.model_dir(STAGE, run)),
-                           (paths.plots_dir(STAGE), paths.plots_dir(STAGE, run))):
-        with atomic_output(target) as staging:
-            shutil.copytree(source, staging)
-    with atomic_output(paths.metrics_file(STAGE, run)) as staging:
-        shutil.copyfile(paths.metrics_file(STAGE), staging)
-    resumable_checkpoint(paths.checkpoint_dir(STAGE, run), run_fingerprint)  # as a trained run leaves it
-    return True
-
-
 def main(params, variant: str | None = None, seed: int | None = None) -> None:
     import datasets
-    from transformers import AutoTokenizer, DataCollatorWithPadding, EarlyStoppingCallback
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        EarlyStoppingCallback,
+    )
 
     from stages.common.checkpoints import verify_checkpoint
     from stages.common.config import section_dict
@@ -119,14 +117,18 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.runtime import configure_runtime, training_arguments
     from stages.common.tracking import stage_run
     from stages.common.trainers import StageTrainer
-    from stages.common.training_run import begin_training, finish_training
+    from stages.common.training_run import (
+        begin_training,
+        finish_training,
+        reuse_main_chain,
+    )
 
-    cfg, seed = study_settings(params, variant, seed)
+    cfg, seed, init_dir = study_settings(params, variant, seed)
     study_run = paths.study_run(variant, seed) if variant else None
     configure_runtime(params.runtime, seed)
-    init_dir = paths.model_dir(cfg.init_from)
     with stage_run(STAGE, params, system_metrics=True) as tracker:
-        init_hash = verify_checkpoint(init_dir, cfg.init_from)
+        producer = f"study_pretrain@{study_run}" if variant in paths.PRETRAINED_ARMS else cfg.init_from
+        init_hash = verify_checkpoint(init_dir, producer)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
         splits = datasets.load_from_disk(str(paths.LABELED))
@@ -137,8 +139,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
                              tags={"init_from": cfg.init_from, "study_run": study_run or "main"})
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
                             "finetune.effective_max_steps": cfg.max_steps})
-        if study_run and reuse_main_chain(study_run, run.fingerprint):
-            tracker.set_tags({"reused_from": str(paths.model_dir(STAGE))})
+        if reuse_main_chain(run):
             return
 
         model, carried = load_classifier(str(init_dir), label_map)
@@ -149,7 +150,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
             model=model,
             args=training_arguments(
                 cfg, run.checkpoints, seed, params.runtime,
-                eval_strategy="steps", eval_steps=cfg.save_steps, load_best_model_at_end=True,
+                eval_strategy="steps", eval_steps=cfg.save_steps, eval_on_start=True, load_best_model_at_end=True,
                 metric_for_best_model="macro_f1", greater_is_better=True,
                 train_sampling_strategy="group_by_length", remove_unused_columns=True),
             train_dataset=train, eval_dataset=validation,
@@ -165,6 +166,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
             "val_loss": evaluation["eval_loss"],
             "best_step": int(trainer.state.best_global_step or trainer.state.global_step),
             "steps": trainer.state.global_step,
+            "flops": trainer.state.total_flos,  # counted on the real batches (StageTrainer)
             "max_steps": trainer.state.max_steps,
             "classifier_carried_over": carried,
         }

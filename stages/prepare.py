@@ -28,7 +28,14 @@ from stages.common.errors import DataError
 from stages.common.model_source import resolve_model_source
 from stages.common.outputs import atomic_output, write_json
 from stages.common.sources import iter_unlabeled, read_labeled
-from stages.common.splits import SPLITS, clean_labeled, normalize_text, sample_per_class, split_labeled, text_key
+from stages.common.splits import (
+    SPLITS,
+    clean_labeled,
+    normalize_text,
+    sample_per_class,
+    split_labeled,
+    text_key,
+)
 from stages.common.tracking import stage_run
 
 STAGE = "prepare"
@@ -39,7 +46,12 @@ def run(params, output_dir: Path, work_dir: Path) -> dict:
     """Build everything under ``output_dir``; return the data report. ``work_dir`` holds caches."""
     import datasets
 
-    from stages.common.tokenization import load_tokenizer, tokenize_and_pack, tokenize_labeled, train_wordpiece
+    from stages.common.tokenization import (
+        load_tokenizer,
+        tokenize_and_pack,
+        tokenize_labeled,
+        train_wordpiece,
+    )
 
     data, prep = params.data, params.prepare
     model_source = resolve_model_source(params.model)  # fail on a bad model before any work

@@ -8,6 +8,11 @@ Writes: models/pretrain_sup/ (one encoder, two heads: loads as BertForSequenceCl
         L_supervised, lambda(t) and their sum per step), checkpoints/pretrain_sup/ (resume).
 Params: seed, runtime, pretrain_sup.
 
+As a study run (`--variant spt|tapt --seed N`, the study_pretrain stage) it writes to
+models/study/<variant>-<seed>/pretrain_sup/ and the matching metrics and plots; tapt is the same
+budget and schedule with lambda = 0: masked-LM on the same texts without their labels (task-adaptive
+pretraining), the arm that separates what the labels add from what more masked-LM adds.
+
 Every training example is masked for L_mlm; labeled train texts also carry their class for
 L_supervised, which by default (``supervised_input: clean``) reads the unmasked text, as finetuning
 and the test set will. Unlabeled corpus blocks, drawn with probability unlabeled_mix_ratio, count
@@ -22,7 +27,7 @@ from stages.common import paths
 from stages.common.cli import run_stage
 
 STAGE = "pretrain_sup"
-PLOTS = {"loss": ["loss", "loss_mlm", "loss_supervised", "learning_rate"], "lambda": ["lambda"]}
+PLOTS = {"loss": ["loss", "loss_mlm", "loss_supervised", "learning_rate", "flops"], "lambda": ["lambda"]}
 INIT = "pretrain_unsup"
 
 
@@ -44,7 +49,17 @@ def training_mixture(labeled, corpus, mix_ratio: float, seed: int):
     return labeled.add_column("example_id", list(range(len(labeled))))
 
 
-def main(params) -> None:
+def study_settings(params, variant: str | None, seed: int | None):
+    """The pretrain_sup section and seed of the main chain (variant None) or of a study run."""
+    cfg = params.pretrain_sup
+    if variant is None:
+        return cfg, params.seed
+    if variant == "tapt":
+        cfg = cfg.model_copy(update={"lambda_": 0.0, "lambda_min": 0.0, "lambda_schedule": "constant"})
+    return cfg, seed
+
+
+def main(params, variant: str | None = None, seed: int | None = None) -> None:
     import dataclasses
 
     import datasets
@@ -59,32 +74,42 @@ def main(params) -> None:
     from stages.common.runtime import configure_runtime, training_arguments
     from stages.common.tracking import stage_run
     from stages.common.trainers import EpochCallback, JointLossTrainer, last_logged
-    from stages.common.training_run import begin_training, finish_training
+    from stages.common.training_run import (
+        begin_training,
+        finish_training,
+        reuse_main_chain,
+    )
 
-    cfg = params.pretrain_sup
-    configure_runtime(params.runtime, params.seed)
+    cfg, seed = study_settings(params, variant, seed)
+    study_run = paths.study_run(variant, seed) if variant else None
+    configure_runtime(params.runtime, seed)
     with stage_run(STAGE, params, system_metrics=True) as tracker:
         init_hash = verify_checkpoint(paths.model_dir(INIT), INIT)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
         splits = datasets.load_from_disk(str(paths.LABELED))
         train = training_mixture(splits["train"], datasets.load_from_disk(str(paths.CORPUS)),
-                                 cfg.unlabeled_mix_ratio, params.seed)
+                                 cfg.unlabeled_mix_ratio, seed)
         validation = splits["validation"].select_columns(["input_ids", "label"])
         validation = validation.add_column("example_id", list(range(len(validation))))
-        run = begin_training(STAGE, tracker, {"seed": params.seed, "runtime": section_dict(params.runtime),
+        run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
                                               STAGE: section_dict(cfg)},
-                             {"data": content_sha256(paths.PROCESSED), "init": init_hash})
+                             {"data": content_sha256(paths.PROCESSED), "init": init_hash}, study_run,
+                             tags={"study_run": study_run or "main"})
+        tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
+                            "pretrain_sup.effective_lambda": cfg.lambda_})
+        if reuse_main_chain(run):
+            return
 
         model = BertForSupervisedPretraining.from_pretrained(
             str(paths.model_dir(INIT)), num_labels=len(label_map["label2id"]),
             id2label={int(k): v for k, v in label_map["id2label"].items()}, label2id=label_map["label2id"])
-        collator = MaskingCollator(tokenizer, cfg.mlm_probability, params.seed, cfg.whole_word_masking,
+        collator = MaskingCollator(tokenizer, cfg.mlm_probability, seed, cfg.whole_word_masking,
                                    mlm_key="mlm_labels",
                                    clean_key="clean_input_ids" if cfg.supervised_input == "clean" else None)
         trainer = JointLossTrainer(
             model=model, joint=cfg,
-            args=training_arguments(cfg, run.checkpoints, params.seed, params.runtime, label_names=["labels"],
+            args=training_arguments(cfg, run.checkpoints, seed, params.runtime, label_names=["labels"],
                                     # with lambda(t) = 0 the classifier is outside the graph
                                     ddp_find_unused_parameters=True),
             train_dataset=train, eval_dataset=validation, data_collator=collator,
@@ -102,6 +127,7 @@ def main(params) -> None:
                for key in ("loss", "loss_mlm", "loss_supervised", "lambda")},
             "train_examples": len(train),
             "steps": trainer.state.global_step,
+            "flops": trainer.state.total_flos,  # counted on the real batches (StageTrainer)
             # what a compute-matched baseline matches: steps x examples per optimizer step
             "global_batch_size": trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
             * trainer.args.world_size,
@@ -113,4 +139,4 @@ def main(params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main, STAGE)
+    run_stage(__doc__, main, STAGE, study=True)

@@ -22,7 +22,7 @@ from stages.common.cli import run_stage
 from stages.common.errors import ModelError
 
 STAGE = "pretrain_unsup"
-PLOTS = {"loss": ["loss", "learning_rate", "grad_norm"]}  # plot file -> logged keys
+PLOTS = {"loss": ["loss", "learning_rate", "grad_norm", "flops"]}  # plot file -> logged keys
 
 
 def with_example_ids(dataset, keep: tuple[str, ...] = ("input_ids",)):
@@ -64,7 +64,12 @@ def main(params) -> None:
     from stages.common.model import masked_predictions
     from stages.common.runtime import configure_runtime, training_arguments
     from stages.common.tracking import stage_run
-    from stages.common.trainers import EpochCallback, HeadWarmup, StageTrainer, last_logged
+    from stages.common.trainers import (
+        EpochCallback,
+        HeadWarmup,
+        StageTrainer,
+        last_logged,
+    )
     from stages.common.training_run import begin_training, finish_training
 
     cfg = params.pretrain_unsup
@@ -98,6 +103,7 @@ def main(params) -> None:
             "perplexity": math.exp(min(evaluation["eval_loss"], 50.0)),
             "masked_token_accuracy": evaluation["eval_masked_token_accuracy"],
             "steps": trainer.state.global_step,
+            "flops": trainer.state.total_flos,  # counted on the real batches (StageTrainer)
         }
         finish_training(run, trainer, tokenizer, metrics, run_metrics, PLOTS, {"init": source_provenance})
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from pydantic import BaseModel
 
 from stages.common.config import ConfigError, DeclaredParams, Params, load_params

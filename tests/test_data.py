@@ -8,7 +8,13 @@ import pytest
 
 from stages.common.errors import DataError
 from stages.common.sources import LabeledSource, iter_unlabeled, read_labeled
-from stages.common.splits import assign_splits, clean_labeled, normalize_text, sample_per_class, split_labeled
+from stages.common.splits import (
+    assign_splits,
+    clean_labeled,
+    normalize_text,
+    sample_per_class,
+    split_labeled,
+)
 
 
 def source(rows, labels=None):

@@ -28,7 +28,11 @@ import datasets
 import pytest
 import torch
 import yaml
-from transformers import BertConfig, BertForSequenceClassification, default_data_collator
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    default_data_collator,
+)
 
 from stages.common.config import PretrainSupConfig, RuntimeConfig, TrainingConfig
 from stages.common.hashing import content_sha256

@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from stages.common.metrics import classification_report, expected_calibration_error, masked_token_accuracy
+from stages.common.metrics import (
+    classification_report,
+    expected_calibration_error,
+    masked_token_accuracy,
+)
 
 
 def test_ece_of_a_perfectly_calibrated_and_an_overconfident_model():

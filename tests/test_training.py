@@ -2,7 +2,12 @@
 
 import json
 
-from stages.common.resume import clear_checkpoints, fingerprint, mark_complete, resumable_checkpoint
+from stages.common.resume import (
+    clear_checkpoints,
+    fingerprint,
+    mark_complete,
+    resumable_checkpoint,
+)
 
 
 def make_checkpoint(directory, step, complete=True):

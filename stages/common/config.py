@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from stages.common.errors import UserError
 
@@ -218,10 +225,10 @@ class FinetuneConfig(TrainingConfig):
 
     max_steps: PositiveInt | None = 120
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-4
-    save_steps: PositiveInt = 40
+    save_steps: PositiveInt = Field(20, description="checkpoint and validation interval (validated at step 0 too)")
     init_from: Literal["pretrain_sup", "pretrain_unsup"] = "pretrain_sup"
     early_stopping_patience: PositiveInt | None = Field(
-        2, description="evaluations without macro-F1 improvement before stopping; null disables"
+        4, description="evaluations without macro-F1 improvement before stopping; null disables"
     )
 
 
@@ -237,9 +244,12 @@ class StudyConfig(Section):
 
     seeds: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=lambda: [42], min_length=1,
-        description="finetune and evaluate every variant once per seed (pretraining is shared)")
+        description="train every arm once per seed: its pretraining (spt, tapt) and finetuning; pretrain_unsup "
+        "is shared")
     target_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
         0.99, description="steps-to-target: this fraction of the baseline's best validation macro-F1")
+    target: Annotated[float, Field(gt=0, le=1)] | None = Field(
+        None, description="steps-to-target: this validation macro-F1; null: target_fraction of the baseline's best")
     bootstrap_samples: Annotated[int, Field(ge=100)] = 2000
 
     @field_validator("seeds")

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matplotlib.figure import Figure  # the object API: no pyplot state, no backend to select
+from matplotlib.figure import (
+    Figure,  # the object API: no pyplot state, no backend to select
+)
 
 
 def learning_curves(rows: list[dict[str, float]], keys: list[str], title: str, path: Path) -> Path:
@@ -51,18 +53,28 @@ def confusion_matrix(matrix: list[list[int]], labels: list[str], title: str, pat
 
 
 def study_curves(runs: dict[str, list[dict]], path: Path) -> Path:
-    """Validation macro-F1 against finetuning step, one line per variant and seed."""
-    figure = Figure(figsize=(7, 4))
-    axis = figure.subplots()
-    for color, (variant, variant_runs) in zip(("C0", "C1", "C2", "C3"), runs.items()):
+    """Validation macro-F1 against cumulative training FLOPs and steps (pretraining included), all arms.
+
+    One line per arm and seed; an arm that pretrains starts where its pretraining ended. Written
+    without a software version in the PNG, so the same data gives the same bytes.
+    """
+    figure = Figure(figsize=(12, 4.5))
+    axes = figure.subplots(1, 2, sharey=True)
+    for color, (variant, variant_runs) in zip((f"C{i}" for i in range(10)), runs.items()):
         for index, run in enumerate(variant_runs):
-            axis.plot(run["steps"], run["val_macro_f1"], color=color, alpha=0.8, marker=".",
-                      label=variant if index == 0 else None)
-    axis.set_xlabel("finetuning step")
-    axis.set_ylabel("validation macro-F1")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    axis.set_title("finetuning: SPT vs the standard recipe")
+            label = variant if index == 0 else None
+            axes[0].plot(run["total_flops"], run["val_macro_f1"], color=color, alpha=0.8, marker=".", label=label)
+            axes[1].plot(run["total_steps"], run["val_macro_f1"], color=color, alpha=0.8, marker=".", label=label)
+            if run["pretraining_steps"]:
+                for axis, x in zip(axes, (run["pretraining_flops"], run["pretraining_steps"])):
+                    axis.axvline(x, color=color, alpha=0.25, linestyle=":")
+    axes[0].set_xlabel("training FLOPs since pretrain_unsup (pretraining + finetuning)")
+    axes[1].set_xlabel("training steps since pretrain_unsup (pretraining + finetuning)")
+    axes[0].set_ylabel("validation macro-F1")
+    for axis in axes:
+        axis.grid(alpha=0.3)
+    axes[1].legend(loc="lower right")
+    figure.suptitle("Validation during finetuning, placed after each arm's pretraining (dotted: end of pretraining)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
     return path

@@ -18,9 +18,14 @@ TOKENIZER = PROCESSED / "tokenizer"
 LABEL_MAP = PROCESSED / "label_map.json"
 REPORT = Path("reports/compare.md")
 TRAINING_STAGES = ("pretrain_unsup", "pretrain_sup", "finetune")
-# spt: finetune from pretrain_sup; baseline: from pretrain_unsup (the standard recipe);
-# baseline_matched: the standard recipe with as many extra finetuning steps as pretrain_sup took.
-STUDY_VARIANTS = ("spt", "baseline", "baseline_matched")
+# The study's arms (stages/compare.py). Every arm starts from the shared pretrain_unsup checkpoint:
+#   spt: pretrain_sup (lambda > 0) then finetune;  tapt: pretrain_sup's budget with lambda = 0 (masked-LM
+#   on the same texts, no labels) then finetune;  baseline: finetune alone, the same steps;
+#   baseline_matched: finetune given as many extra examples as SPT's pretrain_sup trained on;
+#   baseline_flops: finetune given as many extra FLOPs as SPT's pretrain_sup spent.
+PRETRAINED_ARMS = ("spt", "tapt")
+BASELINE_ARMS = ("baseline", "baseline_matched", "baseline_flops")
+STUDY_VARIANTS = PRETRAINED_ARMS + BASELINE_ARMS
 
 
 def study_run(variant: str, seed: int) -> str:
@@ -28,12 +33,12 @@ def study_run(variant: str, seed: int) -> str:
 
 
 def model_dir(stage: str, run: str | None = None) -> Path:
-    return Path("models") / stage if run is None else Path("models/study") / run
+    return Path("models") / stage if run is None else Path("models/study") / run / stage
 
 
 def checkpoint_dir(stage: str, run: str | None = None) -> Path:
     """Intermediate Trainer checkpoints (DVC out with persist: true, cache: false)."""
-    return Path("checkpoints") / stage if run is None else Path("checkpoints/study") / run
+    return Path("checkpoints") / stage if run is None else Path("checkpoints/study") / run / stage
 
 
 def metrics_file(stage: str, run: str | None = None) -> Path:
@@ -44,10 +49,12 @@ def plots_dir(stage: str, run: str | None = None) -> Path:
     return Path("plots") / stage if run is None else Path("plots/study") / run / stage
 
 
-# The dvc.yaml stage a module runs as: the main chain under its own name, study runs in a matrix stage.
-STUDY_STAGES = {("finetune", "spt"): "study_spt", ("finetune", "baseline"): "study_baseline",
-                ("finetune", "baseline_matched"): "study_baseline",
-                **{("evaluate", variant): "study_evaluate" for variant in STUDY_VARIANTS}}
+# The dvc.yaml stage a module runs as: the main chain under its own name, study runs in matrix stages.
+STUDY_STAGES = {**{("pretrain_sup", arm): "study_pretrain" for arm in PRETRAINED_ARMS},
+                **{("finetune", arm): "study_finetune" for arm in PRETRAINED_ARMS},
+                ("finetune", "baseline"): "study_baseline",
+                **{("finetune", arm): "study_matched" for arm in BASELINE_ARMS[1:]},
+                **{("evaluate", arm): "study_evaluate" for arm in STUDY_VARIANTS}}
 
 
 def study_variants(module: str) -> list[str]:
@@ -69,3 +76,11 @@ def declared_params(stage: str) -> list[str]:
                         "run from the repository root") from None
     return [entry for item in spec.get("params", [])
             for entry in ([item] if isinstance(item, str) else [key for keys in item.values() for key in keys])]
+
+
+def label_names() -> list[str]:
+    """The class names of the prepared data, in class-id order."""
+    import json
+
+    id2label = json.loads(LABEL_MAP.read_text())["id2label"]
+    return [id2label[str(i)] for i in range(len(id2label))]

@@ -184,6 +184,8 @@ def train_resumably(trainer: Trainer, checkpoint_dir: Path, run_fingerprint: str
         resume = resumable_checkpoint(checkpoint_dir, run_fingerprint)
     if resume:
         logging.getLogger(__name__).info("resuming from %s", resume)
+    # A resumed run has validated at step 0 already: once more would add a point the uninterrupted run lacks.
+    trainer.args.eval_on_start = trainer.args.eval_on_start and resume is None
     interrupt = GracefulInterrupt()
     trainer.add_callback(interrupt)
     trainer.add_callback(ReplayEpochOrder(resume))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -30,6 +31,9 @@ class EpochCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, **kwargs):  # noqa: D102
         self.collator.epoch = int(math.floor((state.epoch or 0.0) + 1e-6))
+
+
+RUNNING_TOTALS = ("flops",)  # logged with every row by StageTrainer
 
 
 class HeadWarmup(TrainerCallback):
@@ -90,7 +94,8 @@ class HistoryCallback(TrainerCallback):
         with atomic_output(directory) as staging:
             staging.mkdir()
             for name, keys in groups.items():
-                rows = [row for row in self.rows if any(key in row for key in keys)]
+                # running totals (flops) ride along on every row: they do not make a row belong to a group
+                rows = [row for row in self.rows if any(key in row for key in keys if key not in RUNNING_TOTALS)]
                 with open(staging / f"{name}.csv", "w", newline="") as handle:
                     writer = csv.DictWriter(handle, fieldnames=["step", *keys], extrasaction="ignore")
                     writer.writeheader()
@@ -132,11 +137,32 @@ class StageTrainer(Trainer):
     - ``group_by_length`` sorts examples by length within "megabatches" of 50 batches, sized from
       the per-process batch; here they are sized from the global batch, so each optimizer step
       sees the same examples whatever the number of processes.
+
+    FLOPs are counted, not estimated: each training step (forward and backward) runs under
+    ``torch.utils.flop_counter.FlopCounterMode`` on its real, padded batch, so a second encoder pass,
+    a masked-positions-only MLM projection or a frozen encoder count as what they cost. The Trainer
+    sums them into ``state.total_flos`` (over processes too), which checkpoints keep; every log row
+    carries the running total as ``flops``. Evaluation is not counted.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False
+        self._step_flops = 0
+
+    def training_step(self, model, inputs, num_items_in_batch=None):  # noqa: D102
+        with FlopCounterMode(display=False) as counter:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        self._step_flops = counter.get_total_flops()
+        return loss
+
+    def floating_point_ops(self, inputs) -> int:  # noqa: D102 - the Trainer adds this after each training_step
+        return self._step_flops
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:  # noqa: D102
+        self.store_flos()  # the running total, summed over processes (log runs on every process)
+        logs["flops"] = float(self.state.total_flos)
+        super().log(logs, start_time)
 
     def _get_train_sampler(self, train_dataset=None):  # noqa: D102
         sampler = super()._get_train_sampler(train_dataset)

@@ -9,15 +9,23 @@ the metrics go to MLflow.
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stages.common import paths
-from stages.common.checkpoints import save_checkpoint
+from stages.common.checkpoints import PROVENANCE_FILE, save_checkpoint
 from stages.common.hashing import content_sha256
-from stages.common.outputs import write_json
-from stages.common.resume import clear_checkpoints, fingerprint, train_resumably
+from stages.common.outputs import atomic_output, write_json
+from stages.common.resume import (
+    clear_checkpoints,
+    fingerprint,
+    resumable_checkpoint,
+    train_resumably,
+)
+from stages.common.runtime import is_main_process
 from stages.common.trainers import HistoryCallback, gathered_weights
 
 
@@ -67,3 +75,25 @@ def finish_training(run: TrainingRun, trainer: Any, tokenizer: Any, metrics: dic
         run.tracker.set_tags({"output_checkpoint_sha256": content_sha256(output)})
     run.tracker.log_metrics({**metrics, **{key: value for key, value in run_metrics.items()
                                            if isinstance(value, (int, float))}})
+
+
+def reuse_main_chain(run: TrainingRun) -> bool:
+    """A study run identical to the main chain's run of its stage (same params, seed and inputs, so the
+    same fingerprint) copies the main chain's outputs instead of training again. True if it did.
+
+    Under torchrun every process decides the same; only rank 0 copies.
+    """
+    provenance = paths.model_dir(run.stage) / PROVENANCE_FILE
+    if run.study_run is None or not provenance.is_file() or \
+            json.loads(provenance.read_text()).get("fingerprint") != run.fingerprint:
+        return False
+    if is_main_process():
+        for source, target in ((paths.model_dir(run.stage), paths.model_dir(run.stage, run.study_run)),
+                               (paths.plots_dir(run.stage), paths.plots_dir(run.stage, run.study_run))):
+            with atomic_output(target) as staging:
+                shutil.copytree(source, staging)
+        with atomic_output(paths.metrics_file(run.stage, run.study_run)) as staging:
+            shutil.copyfile(paths.metrics_file(run.stage), staging)
+        resumable_checkpoint(run.checkpoints, run.fingerprint)  # as a trained run leaves it
+        run.tracker.set_tags({"reused_from": str(paths.model_dir(run.stage))})
+    return True
