@@ -6,8 +6,12 @@ when DVC runs the stage in a temporary experiment copy), artifacts to ``mlartifa
 
 A pipeline execution is the ``dvc`` process that runs the stages (``dvc repro``, ``dvc exp run``,
 a queue worker): the first stage it runs creates the parent run, later ones find it by that
-process's identity. Logging never kills training: after a failure mid-run the tracker warns once
-and goes quiet, and the DVC metrics and plots are still written. Under torchrun only rank 0 logs.
+process's identity. The parent run spans the pipeline: it starts with the first stage and its end
+time moves to the end of each stage that finishes. The experiment is tagged as model development
+(``mlflow.experimentKind``) so the MLflow UI opens on its training runs, not on the GenAI overview.
+
+Logging never kills training: after a failure mid-run the tracker warns once and goes quiet, and
+the DVC metrics and plots are still written. Under torchrun only rank 0 logs.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from stages.common.config import Params, TrackingConfig, section_dict
 
 log = logging.getLogger(__name__)
 PIPELINE_TAG = "pipeline_execution"
+# The MLflow UI opens an experiment on the page for its kind; without this tag it guesses GenAI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 # MLflow's HTTP settings while a stage runs (see _fail_fast_http); the user's own values win.
 HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -206,6 +213,23 @@ def _stage_run(stage: str, params: Params, sections: list[str], system_metrics: 
         status = "FINISHED"
     finally:
         tracker.end_run(status)
+        if tracker.active:
+            tracker.guard("extend the pipeline run", lambda: _extend_parent(parent_id, status))
+
+
+def _extend_parent(parent_id: str, status: str) -> None:
+    """Move the pipeline run's end to now, so MLflow shows first stage start to last stage end.
+
+    The run stays terminated between stages (a killed pipeline leaves no run RUNNING for ever);
+    a failed stage marks it FAILED for good.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_id).info
+    failed = status == "FAILED" or parent.status == "FAILED"
+    client.set_terminated(parent_id, "FAILED" if failed else "FINISHED",
+                          end_time=max(int(time.time() * 1000), parent.end_time or 0))
 
 
 def _experiment_tag() -> dict[str, str]:
@@ -230,9 +254,12 @@ def _connect(uri: str, experiment_name: str, params: Params) -> tuple[str, str]:
             experiment = client.get_experiment_by_name(experiment_name)
             if experiment is None:
                 artifacts = (repository_root() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
-                experiment_id = client.create_experiment(experiment_name, artifact_location=artifacts)
+                experiment_id = client.create_experiment(experiment_name, artifact_location=artifacts,
+                                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             else:
                 experiment_id = experiment.experiment_id
+                if _kind_unset(experiment.tags.get(EXPERIMENT_KIND_TAG)):
+                    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             execution = pipeline_execution_id()
             found = client.search_runs([experiment_id], filter_string=f"tags.{PIPELINE_TAG} = '{execution}'",
                                        max_results=1)
@@ -244,7 +271,7 @@ def _connect(uri: str, experiment_name: str, params: Params) -> tuple[str, str]:
                 **git_state(), **_experiment_tag()})
             client.log_batch(parent.info.run_id, params=[
                 mlflow.entities.Param(key, str(value)) for key, value in flatten(section_dict(params)).items()])
-            client.set_terminated(parent.info.run_id)
+            client.set_terminated(parent.info.run_id, end_time=parent.info.start_time)  # see _extend_parent
             return experiment_id, parent.info.run_id
     finally:
         for key, value in saved.items():
@@ -252,6 +279,11 @@ def _connect(uri: str, experiment_name: str, params: Params) -> tuple[str, str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _kind_unset(kind: str | None) -> bool:
+    """No kind, or only one the UI inferred: a kind a person chose in the UI is kept."""
+    return kind is None or kind.endswith("_inferred") or kind == "no_inferred_type"
 
 
 @contextlib.contextmanager
