@@ -26,8 +26,8 @@ from stages.common import paths
 from stages.common.checkpoints import atomic_output, write_json
 from stages.common.cli import run_stage
 from stages.common.config import Params
-from stages.common.data import (SPLITS, DataError, clean_labeled, iter_unlabeled, normalize_text, read_labeled,
-                                sample_per_class, split_labeled, text_key)
+from stages.common.data import (SPLITS, DataError, clean_labeled, content_sha256, iter_unlabeled, normalize_text,
+                                read_labeled, sample_per_class, split_labeled, text_key)
 from stages.common.model import resolve_model_source
 from stages.common.tokenization import load_tokenizer, tokenize_and_pack, tokenize_labeled, train_wordpiece
 from stages.common.tracking import stage_run
@@ -184,6 +184,8 @@ def main(params: Params) -> None:
         tracker.log_metrics({"rows_read": report["rows_read"], "corpus_tokens": report["corpus"]["tokens"],
                              **{f"rows_{name}": n for name, n in report["splits"].items()}})
         tracker.log_dict(report, "data_report.json")
+        tracker.log_datasets(params.data.labeled, content_sha256(paths.PROCESSED),
+                             {**report["splits"], "corpus": report["corpus"]["blocks"]})
 
 
 if __name__ == "__main__":

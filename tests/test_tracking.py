@@ -40,6 +40,13 @@ def test_stage_logs_to_a_real_server(tiny_repo, mlflow_server):
     assert {"git_commit", "git_dirty", "params_hash"} <= set(prepare.data.tags)
     assert not (tiny_repo / "mlflow.db").exists()
     assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    # what prepare wrote, as dataset inputs: one per split and the corpus, all with data/processed's hash
+    inputs = {i.dataset.name: i for i in client.get_run(prepare.info.run_id).inputs.dataset_inputs}
+    report = json.loads((tiny_repo / "metrics" / "prepare.json").read_text())
+    assert set(inputs) == {f"labeled/{part}" for part in ("train", "validation", "test", "corpus")}
+    assert len({i.dataset.digest for i in inputs.values()}) == 1
+    assert json.loads(inputs["labeled/corpus"].dataset.profile) == {"num_rows": report["corpus"]["blocks"]}
+    assert json.loads(inputs["labeled/test"].dataset.source) == {"uri": "data/processed/labeled/test"}
 
 
 def test_unreachable_server_stops_before_any_work(tiny_repo):
@@ -138,3 +145,28 @@ def test_existing_experiment_gets_the_kind_unless_a_person_chose_one(store, kind
         pass
     assert client.get_experiment_by_name("spt-tests").tags[EXPERIMENT_KIND_TAG] == expected
 
+
+def test_datasets_are_logged_as_run_inputs(store):
+    import mlflow
+
+    client, params = store
+    digest = "0123456789abcdef" * 4
+    with stage_run("finetune", params, ["seed"]) as tracker:
+        tracker.log_datasets("builtin:rotten_tomatoes", digest, {"train": 120, "validation": 30})
+        run_id = mlflow.active_run().info.run_id
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    logged = {i.dataset.name: (i.dataset.digest, json.loads(i.dataset.profile),
+                               {tag.key: tag.value for tag in i.tags}["mlflow.data.context"]) for i in inputs}
+    assert logged == {"rotten_tomatoes/train": (digest[:16], {"num_rows": 120}, "train"),
+                      "rotten_tomatoes/validation": (digest[:16], {"num_rows": 30}, "validation")}
+
+
+def test_logging_datasets_with_tracking_off_does_nothing(store):
+    import mlflow
+
+    client, params = store
+    with stage_run("evaluate", params, ["seed"]) as tracker:
+        run_id = mlflow.active_run().info.run_id
+        tracker.active = False  # as after a failure: warned once, then quiet
+        tracker.log_datasets("data/reviews.csv", "ab" * 32, {"test": 5})
+    assert client.get_run(run_id).inputs.dataset_inputs == []

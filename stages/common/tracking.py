@@ -17,6 +17,7 @@ the DVC metrics and plots are still written. Under torchrun only rank 0 logs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from stages.common import paths
 from stages.common.config import Params, TrackingConfig, section_dict
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ PIPELINE_TAG = "pipeline_execution"
 # The MLflow UI opens an experiment on the page for its kind; without this tag it guesses GenAI.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# Logged as dataset digests: a prefix of the data/processed content hash (MLflow stores at most 36 chars).
+DIGEST_LENGTH = 16
 # MLflow's HTTP settings while a stage runs (see _fail_fast_http); the user's own values win.
 HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -133,6 +137,21 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.guard("log_artifact", lambda: _mlflow().log_artifact(str(path), artifact_path))
 
+    def log_datasets(self, labeled_source: str, digest: str, rows: dict[str, int]) -> None:
+        """Log the parts of data/processed this stage used as MLflow dataset inputs (the UI's Dataset column).
+
+        ``labeled_source`` is ``data.labeled`` and names the data ('builtin:rotten_tomatoes' ->
+        'rotten_tomatoes', a file -> its stem); ``digest`` is the content hash of data/processed
+        (``content_sha256``); ``rows`` maps each part used (train, validation, test: labeled splits;
+        corpus: packed masked-LM blocks) to its row count, which becomes the context. Nothing is read:
+        every run of the same data/processed logs the same name and digest, so MLflow links them.
+        """
+        name = dataset_name(labeled_source)
+        inputs = [(processed_dataset(name, part, digest, count), part) for part, count in rows.items()]
+        self.guard("log_inputs", lambda: _mlflow().log_inputs(
+            datasets=[dataset for dataset, _ in inputs], contexts=[part for _, part in inputs],
+            tags_list=[None] * len(inputs)))
+
     def end_run(self, status: str) -> None:
         """End the stage's run (and its system-metrics monitor); never raises.
 
@@ -164,6 +183,42 @@ def _mlflow() -> Any:
     import mlflow
 
     return mlflow
+
+
+def dataset_name(labeled_source: str) -> str:
+    """'builtin:rotten_tomatoes' -> 'rotten_tomatoes'; 'data/reviews.csv' -> 'reviews'."""
+    if labeled_source.startswith("builtin:"):
+        return labeled_source.removeprefix("builtin:")
+    return Path(labeled_source).stem
+
+
+def processed_dataset(name: str, part: str, digest: str, rows: int) -> Any:
+    """An MLflow dataset for one part of data/processed, by reference: name, digest, path, row count."""
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    location = paths.CORPUS if part == "corpus" else paths.LABELED / part
+    return _processed_dataset_class()(LocalArtifactDatasetSource(location.as_posix()), name=f"{name}/{part}",
+                                      digest=digest[:DIGEST_LENGTH], rows=rows)
+
+
+@functools.cache
+def _processed_dataset_class() -> type:
+    """A MetaDataset with a row count as its profile (defined on first use: mlflow loads lazily)."""
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class ProcessedDataset(MetaDataset):
+        def __init__(self, source: Any, name: str, digest: str, rows: int):
+            self.rows = rows
+            super().__init__(source, name=name, digest=digest)
+
+        @property
+        def profile(self) -> dict[str, int]:
+            return {"num_rows": self.rows}
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    return ProcessedDataset
 
 
 @contextlib.contextmanager
