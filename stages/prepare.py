@@ -2,8 +2,8 @@
 
 Reads:  data.labeled, data.unlabeled (built-ins from pinned packages, or files), model.source.
 Writes: data/processed/ (labeled train/validation/test, packed masked-LM corpus, tokenizer,
-        label map), metrics/prepare.json (the data report), plots/prepare/ (class balance,
-        token lengths).
+        label map), reports/prepare.json (the data report), metrics/prepare.json (its headline
+        numbers, for `dvc exp show`), plots/prepare/ (class balance, token lengths).
 Params: seed, data, model, prepare.
 
 Splits are stratified by label, group-aware, seeded, and share no text (exact or normalised);
@@ -149,6 +149,13 @@ def _percentiles(lengths: np.ndarray) -> dict[str, int]:
     return {**values, "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}
 
 
+def headline(report: dict) -> dict[str, int]:
+    """The data report's few numbers worth a column in `dvc exp show` (the rest would flood it)."""
+    return {"rows_read": report["rows_read"], "rows_dropped": sum(report["dropped"].values()),
+            **{f"rows_{name}": report["splits"][name] for name in SPLITS},
+            "label_count": len(report["labels"]), "corpus_blocks": report["corpus"]["blocks"]}
+
+
 def write_plots(report: dict, directory: Path) -> None:
     """Class balance per split and token-length percentiles, as CSV for ``dvc plots``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -178,11 +185,11 @@ def main(params: Params) -> None:
                 report = run(params, staging, work_dir)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
-        write_json(paths.metrics_file(STAGE), report)
+        write_json(paths.DATA_REPORT, report)
+        write_json(paths.metrics_file(STAGE), headline(report))
         with atomic_output(paths.plots_dir(STAGE)) as staging:
             write_plots(report, staging)
-        tracker.log_metrics({"rows_read": report["rows_read"], "corpus_tokens": report["corpus"]["tokens"],
-                             **{f"rows_{name}": n for name, n in report["splits"].items()}})
+        tracker.log_metrics({**headline(report), "corpus_tokens": report["corpus"]["tokens"]})
         tracker.log_dict(report, "data_report.json")
         tracker.log_datasets(params.data.labeled, content_sha256(paths.PROCESSED),
                              {**report["splits"], "corpus": report["corpus"]["blocks"]})

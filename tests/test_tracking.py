@@ -42,7 +42,7 @@ def test_stage_logs_to_a_real_server(tiny_repo, mlflow_server):
     assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
     # what prepare wrote, as dataset inputs: one per split and the corpus, all with data/processed's hash
     inputs = {i.dataset.name: i for i in client.get_run(prepare.info.run_id).inputs.dataset_inputs}
-    report = json.loads((tiny_repo / "metrics" / "prepare.json").read_text())
+    report = json.loads((tiny_repo / "reports" / "prepare.json").read_text())
     assert set(inputs) == {f"labeled/{part}" for part in ("train", "validation", "test", "corpus")}
     assert len({i.dataset.digest for i in inputs.values()}) == 1
     assert json.loads(inputs["labeled/corpus"].dataset.profile) == {"num_rows": report["corpus"]["blocks"]}

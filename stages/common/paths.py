@@ -11,6 +11,7 @@ LABELED = PROCESSED / "labeled"  # DatasetDict: train / validation / test
 CORPUS = PROCESSED / "corpus"  # Dataset of packed masked-LM blocks
 TOKENIZER = PROCESSED / "tokenizer"
 LABEL_MAP = PROCESSED / "label_map.json"
+DATA_REPORT = Path("reports/prepare.json")  # prepare's full data report; metrics/prepare.json holds its headline
 REPORT = Path("reports/compare.md")
 TRAINING_STAGES = ("pretrain_unsup", "pretrain_sup", "finetune")
 # spt: finetune from pretrain_sup; baseline: from pretrain_unsup (the standard recipe);
