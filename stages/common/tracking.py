@@ -146,11 +146,12 @@ class Tracker:
         corpus: packed masked-LM blocks) to its row count, which becomes the context. Nothing is read:
         every run of the same data/processed logs the same name and digest, so MLflow links them.
         """
-        name = dataset_name(labeled_source)
-        inputs = [(processed_dataset(name, part, digest, count), part) for part, count in rows.items()]
-        self.guard("log_inputs", lambda: _mlflow().log_inputs(
-            datasets=[dataset for dataset, _ in inputs], contexts=[part for _, part in inputs],
-            tags_list=[None] * len(inputs)))
+        def log() -> None:  # builds mlflow objects, so only when tracking is on
+            name = dataset_name(labeled_source)
+            inputs = [processed_dataset(name, part, digest, count) for part, count in rows.items()]
+            _mlflow().log_inputs(datasets=inputs, contexts=list(rows), tags_list=[None] * len(rows))
+
+        self.guard("log_inputs", log)
 
     def end_run(self, status: str) -> None:
         """End the stage's run (and its system-metrics monitor); never raises.
