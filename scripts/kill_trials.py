@@ -95,7 +95,7 @@ def snapshot(repo: Path, stage: str) -> dict[str, str | None]:
     if stage == "prepare":
         processed = repo / "data" / "processed"
         return {"data": content_sha256(processed) if processed.is_dir() else None,
-                "report": sha256(repo / "metrics" / "prepare.json")}
+                "report": sha256(repo / "reports" / "prepare.json")}
     return {"weights": sha256(repo / "models" / stage / "model.safetensors"),
             "metrics": sha256(repo / "metrics" / f"{stage}.json")}
 

@@ -72,6 +72,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from transformers import AutoConfig
 
     from stages.common.checkpoints import verify_checkpoint
+    from stages.common.hashing import content_sha256
     from stages.common.metrics import classification_report
     from stages.common.runtime import configure_runtime
     from stages.common.tracking import stage_run
@@ -83,6 +84,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
         model_hash = verify_checkpoint(model_dir, MODEL)
         tracker.set_tags({"input_checkpoint_sha256": model_hash, "study_run": run or "main"})
         test = datasets.load_from_disk(str(paths.LABELED))["test"]
+        tracker.log_datasets(paths.dataset_name(), content_sha256(paths.PROCESSED), {"test": len(test)})
         logits = predict(model_dir, test, params.evaluate.batch_size)
         id2label = AutoConfig.from_pretrained(str(model_dir)).id2label
         label_names = [id2label[i] for i in range(logits.shape[1])]

@@ -135,7 +135,8 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
         train, validation = (splits[name].select_columns(["input_ids", "label"]) for name in ("train", "validation"))
         run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
                                               STAGE: section_dict(cfg)},
-                             {"data": content_sha256(paths.PROCESSED), "init": init_hash}, study_run,
+                             {"data": content_sha256(paths.PROCESSED), "init": init_hash},
+                             {"train": len(train), "validation": len(validation)}, study_run,
                              tags={"init_from": cfg.init_from, "study_run": study_run or "main"})
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
                             "finetune.effective_max_steps": cfg.max_steps})

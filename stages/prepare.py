@@ -2,8 +2,8 @@
 
 Reads:  data.labeled, data.unlabeled (built-ins from pinned packages, or files), model.source.
 Writes: data/processed/ (labeled train/validation/test, packed masked-LM corpus, tokenizer,
-        label map), metrics/prepare.json (the data report), plots/prepare/ (class balance,
-        token lengths).
+        label map), reports/prepare.json (the data report), metrics/prepare.json (its headline
+        numbers, for `dvc exp show`), plots/prepare/ (class balance, token lengths).
 Params: seed, data, model, prepare.
 
 Splits are stratified by label, group-aware, seeded, and share no text (exact or normalised);
@@ -25,6 +25,7 @@ import pandas as pd
 from stages.common import paths
 from stages.common.cli import run_stage
 from stages.common.errors import DataError
+from stages.common.hashing import content_sha256
 from stages.common.model_source import resolve_model_source
 from stages.common.outputs import atomic_output, write_json
 from stages.common.sources import iter_unlabeled, read_labeled
@@ -36,7 +37,7 @@ from stages.common.splits import (
     split_labeled,
     text_key,
 )
-from stages.common.tracking import stage_run
+from stages.common.tracking import dataset_name, stage_run
 
 STAGE = "prepare"
 PERCENTILES = (50, 90, 95, 99)
@@ -98,6 +99,7 @@ def run(params, output_dir: Path, work_dir: Path) -> dict:
     labeled.save_to_disk(str(output_dir / paths.LABELED.relative_to(paths.PROCESSED)))
     packed.save_to_disk(str(output_dir / paths.CORPUS.relative_to(paths.PROCESSED)))
     tokenizer.save_pretrained(str(output_dir / paths.TOKENIZER.relative_to(paths.PROCESSED)))
+    write_json(output_dir / paths.DATASET.name, {"name": dataset_name(data.labeled), "labeled": data.labeled})
     write_json(output_dir / paths.LABEL_MAP.name, {"label2id": label_ids,
                                                    "id2label": {str(i): n for n, i in label_ids.items()}})
     return {
@@ -163,6 +165,13 @@ def _percentiles(lengths: np.ndarray) -> dict[str, int]:
     return {**values, "max": int(lengths.max()), "mean": round(float(lengths.mean()), 2)}
 
 
+def headline(report: dict) -> dict[str, int]:
+    """The data report's few numbers worth a column in `dvc exp show` (the rest would flood it)."""
+    return {"rows_read": report["rows_read"], "rows_dropped": sum(report["dropped"].values()),
+            **{f"rows_{name}": report["splits"][name] for name in SPLITS},
+            "label_count": len(report["labels"]), "corpus_blocks": report["corpus"]["blocks"]}
+
+
 def write_plots(report: dict, directory: Path) -> None:
     """Class balance per split and token-length percentiles, as CSV for ``dvc plots``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -196,12 +205,14 @@ def main(params) -> None:
                 report = run(params, staging, work_dir)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
-        write_json(paths.metrics_file(STAGE), report)
+        write_json(paths.DATA_REPORT, report)
+        write_json(paths.metrics_file(STAGE), headline(report))
         with atomic_output(paths.plots_dir(STAGE)) as staging:
             write_plots(report, staging)
-        tracker.log_metrics({"rows_read": report["rows_read"], "corpus_tokens": report["corpus"]["tokens"],
-                             **{f"rows_{name}": n for name, n in report["splits"].items()}})
+        tracker.log_metrics({**headline(report), "corpus_tokens": report["corpus"]["tokens"]})
         tracker.log_dict(report, "data_report.json")
+        tracker.log_datasets(dataset_name(params.data.labeled), content_sha256(paths.PROCESSED),
+                             {**report["splits"], "corpus": report["corpus"]["blocks"]})
 
 
 if __name__ == "__main__":

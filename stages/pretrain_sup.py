@@ -94,7 +94,10 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
         validation = validation.add_column("example_id", list(range(len(validation))))
         run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
                                               STAGE: section_dict(cfg)},
-                             {"data": content_sha256(paths.PROCESSED), "init": init_hash}, study_run,
+                             {"data": content_sha256(paths.PROCESSED), "init": init_hash},
+                             {"train": len(splits["train"]), "validation": len(validation),
+                              **({"corpus": len(train) - len(splits["train"])} if cfg.unlabeled_mix_ratio else {})},
+                             study_run,
                              tags={"study_run": study_run or "main"})
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
                             "pretrain_sup.effective_lambda": cfg.lambda_})

@@ -82,7 +82,9 @@ def main(params) -> None:
         model.bert.pooler.requires_grad_(False)  # the MLM loss never reaches it: keep the source's weights
         run = begin_training(STAGE, tracker, {name: section_dict(getattr(params, name))
                                               for name in ("model", "runtime", STAGE)} | {"seed": params.seed},
-                             {"data": content_sha256(paths.PROCESSED), "init": source_provenance.get("sha256", "scratch")})
+                             {"data": content_sha256(paths.PROCESSED),
+                              "init": source_provenance.get("sha256", "scratch")},
+                             {"corpus": len(corpus), "validation": len(held_out)})
         collator = MaskingCollator(tokenizer, cfg.mlm_probability, params.seed, cfg.whole_word_masking)
         callbacks = [EpochCallback(collator), run.history]
         if cfg.head_warmup_steps:

@@ -24,7 +24,7 @@ import yaml
 
 from .conftest import TINY_PARAMS, copy_repository, run, stage_env
 
-OUTPUT_DIRS = ("data", "models", "metrics", "plots", "checkpoints")
+OUTPUT_DIRS = ("data", "models", "metrics", "reports", "plots", "checkpoints")
 LABELED = Path("data/tiny/labeled.csv")
 SMALL_BERT = "pretrained/small-bert"  # a real BERT directory with a 100-token vocabulary (see `trained`)
 MAX_LENGTH = 64  # prepare.max_length of tests/tiny_params.yaml
@@ -396,13 +396,13 @@ def succeeded(outcome: Outcome) -> dict:
     assert outcome.result.returncode == 0, outcome.result.stderr[-6000:]
     assert "error: " not in outcome.result.stderr
     assert not list(outcome.repo.rglob("*.partial-*"))
-    return json.loads((outcome.repo / "metrics/prepare.json").read_text())
+    return json.loads((outcome.repo / "reports/prepare.json").read_text())
 
 
 @pytest.mark.parametrize("name", ["blank_and_null_texts"])
 def test_blank_and_null_texts_are_dropped_and_counted(name, outcomes, trained):
     report = succeeded(outcomes[name])
-    baseline = json.loads((trained / "metrics/prepare.json").read_text())
+    baseline = json.loads((trained / "reports/prepare.json").read_text())
     assert report["rows_read"] == baseline["rows_read"] + len(BLANK_TEXTS)
     assert report["dropped"]["empty_text"] == baseline["dropped"]["empty_text"] + len(BLANK_TEXTS)
     assert report["splits"] == baseline["splits"]  # the blank rows changed nothing else

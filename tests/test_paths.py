@@ -56,7 +56,9 @@ def test_one_name_per_stage():
 
 def test_outputs_match_the_paths_module():
     stages = dvc_stages()
-    assert names(stages["prepare"]["outs"]) == [str(paths.PROCESSED), str(paths.plots_dir("prepare"))]
+    assert names(stages["prepare"]["outs"]) == [str(paths.PROCESSED), str(paths.DATA_REPORT),
+                                             str(paths.plots_dir("prepare"))]
+    assert stages["prepare"]["outs"][1][str(paths.DATA_REPORT)] == {"cache": False}
     for stage in paths.TRAINING_STAGES:
         outs = stages[stage]["outs"]
         assert names(outs) == [str(paths.model_dir(stage)), str(paths.checkpoint_dir(stage)),

@@ -36,12 +36,17 @@ def test_outputs_report_and_reproducibility(tiny_repo, monkeypatch):
     assert set(splits) == {"train", "validation", "test"}
     texts = {name: {normalize_text(t) for t in splits[name]["text"]} for name in splits}
     assert not texts["train"] & texts["test"] and not texts["train"] & texts["validation"]
-    report = json.loads(paths.metrics_file("prepare").read_text())
+    report = json.loads(paths.DATA_REPORT.read_text())
     assert report["cross_split_shared_texts"] == 0
     assert report["splits"] == {name: len(splits[name]) for name in ("train", "validation", "test")}
     assert set(report["class_balance"]["test"]) == {"fresh", "rotten"}
     assert report["corpus"]["dropped_eval_overlap"] == 0 and report["corpus"]["blocks"] > 0
     assert report["sources"]["labeled"]["sha256"]
+    # the metric file is the report's headline only: a handful of flat numbers for `dvc exp show`
+    assert json.loads(paths.metrics_file("prepare").read_text()) == {
+        "rows_read": report["rows_read"], "rows_dropped": sum(report["dropped"].values()),
+        **{f"rows_{name}": n for name, n in report["splits"].items()}, "label_count": 2,
+        "corpus_blocks": report["corpus"]["blocks"]}
     corpus = datasets.load_from_disk(str(paths.CORPUS))
     assert {len(ids) for ids in corpus["input_ids"]} == {64}  # packed: every block full
     tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
@@ -54,16 +59,16 @@ def test_outputs_report_and_reproducibility(tiny_repo, monkeypatch):
     assert not movies["train"] & movies["test"] and not movies["validation"] & movies["test"]
 
     first = digest_tree(paths.PROCESSED)
-    first_report = paths.metrics_file("prepare").read_bytes()
+    first_report = paths.DATA_REPORT.read_bytes()
     run_prepare(tiny_repo, monkeypatch)
     assert digest_tree(paths.PROCESSED) == first
-    assert paths.metrics_file("prepare").read_bytes() == first_report
+    assert paths.DATA_REPORT.read_bytes() == first_report
 
 
 def test_eval_texts_never_enter_the_corpus(tiny_repo, monkeypatch):
     # The labeled file itself as unlabeled text: its validation/test rows must be filtered out.
     run_prepare(tiny_repo, monkeypatch, **{"data.unlabeled": ["data/tiny/labeled.csv"]})
-    report = json.loads(paths.metrics_file("prepare").read_text())
+    report = json.loads(paths.DATA_REPORT.read_text())
     held_out = report["splits"]["validation"] + report["splits"]["test"]
     assert report["corpus"]["dropped_eval_overlap"] == held_out
     assert report["corpus"]["dropped_duplicate"] >= report["splits"]["train"]
@@ -71,7 +76,7 @@ def test_eval_texts_never_enter_the_corpus(tiny_repo, monkeypatch):
 
 def test_few_shot_subsamples_training_labels(tiny_repo, monkeypatch):
     run_prepare(tiny_repo, monkeypatch, **{"prepare.n_per_class": 10})
-    report = json.loads(paths.metrics_file("prepare").read_text())
+    report = json.loads(paths.DATA_REPORT.read_text())
     assert report["class_balance"]["train"] == {"fresh": 10, "rotten": 10}
     assert report["train_rows_before_few_shot"] > 20
 
@@ -82,9 +87,9 @@ def test_few_shot_subsamples_training_labels(tiny_repo, monkeypatch):
     ({"prepare.group_column": "studio"}, "column 'studio' not found"),
 ])
 def test_bad_input_leaves_no_output(tiny_repo, monkeypatch, changes, message):
-    before = {name: digest_tree(tiny_repo / name) for name in ("data", "metrics", "plots")}
+    before = {name: digest_tree(tiny_repo / name) for name in ("data", "metrics", "reports", "plots")}
     with pytest.raises(DataError, match=message):
         run_prepare(tiny_repo, monkeypatch, **changes)
     assert not (tiny_repo / paths.PROCESSED).exists()
     # nothing written or half-written anywhere: every output directory is as it was
-    assert {name: digest_tree(tiny_repo / name) for name in ("data", "metrics", "plots")} == before
+    assert {name: digest_tree(tiny_repo / name) for name in ("data", "metrics", "reports", "plots")} == before

@@ -3,11 +3,15 @@
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from stages.common.tracking import flatten
+import pytest
 
-from .conftest import free_port, git, run, stage_env
+from stages.common.config import load_params
+from stages.common.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, flatten, stage_run
+
+from .conftest import TINY_PARAMS, free_port, git, run, stage_env
 
 
 def stage(repo: Path, name: str, **env: str) -> subprocess.CompletedProcess:
@@ -35,6 +39,14 @@ def test_stage_logs_to_a_real_server(tiny_repo, mlflow_server):
     assert prepare.data.metrics["rows_read"] > 0
     assert {"git_commit", "git_dirty", "params_hash"} <= set(prepare.data.tags)
     assert not (tiny_repo / "mlflow.db").exists()
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    # what prepare wrote, as dataset inputs: one per split and the corpus, all with data/processed's hash
+    inputs = {i.dataset.name: i for i in client.get_run(prepare.info.run_id).inputs.dataset_inputs}
+    report = json.loads((tiny_repo / "reports" / "prepare.json").read_text())
+    assert set(inputs) == {f"labeled/{part}" for part in ("train", "validation", "test", "corpus")}
+    assert len({i.dataset.digest for i in inputs.values()}) == 1
+    assert json.loads(inputs["labeled/corpus"].dataset.profile) == {"num_rows": report["corpus"]["blocks"]}
+    assert json.loads(inputs["labeled/test"].dataset.source) == {"uri": "data/processed/labeled/test"}
 
 
 def test_unreachable_server_stops_before_any_work(tiny_repo):
@@ -65,3 +77,96 @@ def test_temp_experiment_lands_in_the_repository_store(tiny_repo):
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'prepare'")
     assert [r.data.tags.get("dvc_experiment") for r in runs] == ["tmp-exp"]
     assert runs[0].data.params["prepare.val_fraction"] == "0.25"
+
+
+# --------------------------------------------------------------------------------------------
+# In-process, on a throw-away SQLite store: the stages of one pytest process share a pipeline run
+# (the pipeline execution is the dvc process, or this one when there is none).
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh SQLite store; its client, and the tiny params (experiment spt-tests)."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # the repository root: artifacts, git state, and the data files params name
+    for name in ("labeled.csv", "unlabeled.txt"):  # only checked to exist
+        (tmp_path / "data" / "tiny").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "tiny" / name).touch()
+    return mlflow.MlflowClient(tracking_uri=uri), load_params(TINY_PARAMS)
+
+
+def runs_by_stage(client) -> dict:
+    experiment = client.get_experiment_by_name("spt-tests")
+    return {r.data.tags["stage"]: r for r in client.search_runs([experiment.experiment_id])}
+
+
+def test_pipeline_run_spans_its_stages(store):
+    client, params = store
+    for stage in ("prepare", "pretrain_unsup"):
+        with stage_run(stage, params, ["seed"]) as tracker:
+            assert tracker.active
+            time.sleep(0.5)
+    runs = {stage: run.info for stage, run in runs_by_stage(client).items()}
+    parent = runs.pop("pipeline")
+    assert set(runs) == {"prepare", "pretrain_unsup"} and parent.status == "FINISHED"
+    assert parent.start_time <= min(run.start_time for run in runs.values())
+    assert parent.end_time >= max(run.end_time for run in runs.values())
+    assert parent.end_time - parent.start_time >= sum(run.end_time - run.start_time for run in runs.values()) >= 1000
+
+
+def test_a_failed_stage_fails_the_pipeline_run(store):
+    client, params = store
+    with pytest.raises(RuntimeError), stage_run("prepare", params, ["seed"]):
+        raise RuntimeError("boom")
+    with stage_run("pretrain_unsup", params, ["seed"]):
+        pass
+    runs = runs_by_stage(client)
+    assert runs["prepare"].info.status == "FAILED"
+    assert runs["pipeline"].info.status == "FAILED"  # a later stage that finished does not hide it
+    assert runs["pipeline"].info.end_time >= runs["pretrain_unsup"].info.end_time
+
+
+def test_experiment_opens_on_training_runs(store):
+    client, params = store
+    with stage_run("prepare", params, ["seed"]):
+        pass
+    assert client.get_experiment_by_name("spt-tests").tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
+@pytest.mark.parametrize("kind, expected", [(None, EXPERIMENT_KIND), ("genai_development_inferred", EXPERIMENT_KIND),
+                                            ("genai_development", "genai_development")])
+def test_existing_experiment_gets_the_kind_unless_a_person_chose_one(store, kind, expected):
+    client, params = store
+    client.create_experiment("spt-tests", tags={EXPERIMENT_KIND_TAG: kind} if kind else None)
+    with stage_run("prepare", params, ["seed"]):
+        pass
+    assert client.get_experiment_by_name("spt-tests").tags[EXPERIMENT_KIND_TAG] == expected
+
+
+def test_datasets_are_logged_as_run_inputs(store):
+    import mlflow
+
+    client, params = store
+    digest = "0123456789abcdef" * 4
+    with stage_run("finetune", params, ["seed"]) as tracker:
+        tracker.log_datasets("builtin:rotten_tomatoes", digest, {"train": 120, "validation": 30})
+        run_id = mlflow.active_run().info.run_id
+    inputs = client.get_run(run_id).inputs.dataset_inputs
+    logged = {i.dataset.name: (i.dataset.digest, json.loads(i.dataset.profile),
+                               {tag.key: tag.value for tag in i.tags}["mlflow.data.context"]) for i in inputs}
+    assert logged == {"rotten_tomatoes/train": (digest[:16], {"num_rows": 120}, "train"),
+                      "rotten_tomatoes/validation": (digest[:16], {"num_rows": 30}, "validation")}
+
+
+def test_logging_datasets_with_tracking_off_does_nothing(store):
+    import mlflow
+
+    client, params = store
+    with stage_run("evaluate", params, ["seed"]) as tracker:
+        run_id = mlflow.active_run().info.run_id
+        tracker.active = False  # as after a failure: warned once, then quiet
+        tracker.log_datasets("data/reviews.csv", "ab" * 32, {"test": 5})
+    assert client.get_run(run_id).inputs.dataset_inputs == []

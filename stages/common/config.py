@@ -55,7 +55,8 @@ class DataConfig(Section):
     """Where the labeled task and the masked-LM text come from."""
 
     labeled: str = Field(
-        "builtin:rotten_tomatoes", description="builtin:rotten_tomatoes, builtin:bbc_news, or a path to a CSV/TSV/JSONL/Parquet "
+        "builtin:rotten_tomatoes",
+        description="builtin:rotten_tomatoes, builtin:bbc_news, or a path to a CSV/TSV/JSONL/Parquet "
         "file or a datasets save_to_disk directory"
     )
     text_column: str = Field("text", description="column holding the text in labeled/unlabeled files")

@@ -16,6 +16,8 @@ LABELED = PROCESSED / "labeled"  # DatasetDict: train / validation / test
 CORPUS = PROCESSED / "corpus"  # Dataset of packed masked-LM blocks
 TOKENIZER = PROCESSED / "tokenizer"
 LABEL_MAP = PROCESSED / "label_map.json"
+DATASET = PROCESSED / "dataset.json"  # the data's name (MLflow dataset inputs) and its data.labeled source
+DATA_REPORT = Path("reports/prepare.json")  # prepare's full data report; metrics/prepare.json holds its headline
 REPORT = Path("reports/compare.md")
 TRAINING_STAGES = ("pretrain_unsup", "pretrain_sup", "finetune")
 # The study's arms (stages/compare.py). Every arm starts from the shared pretrain_unsup checkpoint:
@@ -76,6 +78,13 @@ def declared_params(stage: str) -> list[str]:
                         "run from the repository root") from None
     return [entry for item in spec.get("params", [])
             for entry in ([item] if isinstance(item, str) else [key for keys in item.values() for key in keys])]
+
+
+def dataset_name() -> str:
+    """The prepared data's name, e.g. rotten_tomatoes (for MLflow's dataset inputs)."""
+    import json
+
+    return json.loads(DATASET.read_text())["name"]
 
 
 def label_names() -> list[str]:

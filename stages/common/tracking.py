@@ -6,13 +6,18 @@ when DVC runs the stage in a temporary experiment copy), artifacts to ``mlartifa
 
 A pipeline execution is the ``dvc`` process that runs the stages (``dvc repro``, ``dvc exp run``,
 a queue worker): the first stage it runs creates the parent run, later ones find it by that
-process's identity. Logging never kills training: after a failure mid-run the tracker warns once
-and goes quiet, and the DVC metrics and plots are still written. Under torchrun only rank 0 logs.
+process's identity. The parent run spans the pipeline: it starts with the first stage and its end
+time moves to the end of each stage that finishes. The experiment is tagged as model development
+(``mlflow.experimentKind``) so the MLflow UI opens on its training runs, not on the GenAI overview.
+
+Logging never kills training: after a failure mid-run the tracker warns once and goes quiet, and
+the DVC metrics and plots are still written. Under torchrun only rank 0 logs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -25,11 +30,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from stages.common import paths
 from stages.common.config import DeclaredParams, Params, TrackingConfig, section_dict
 from stages.common.errors import UserError
 
 log = logging.getLogger(__name__)
 PIPELINE_TAG = "pipeline_execution"
+# The MLflow UI opens an experiment on the page for its kind; without this tag it guesses GenAI.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# Logged as dataset digests: a prefix of the data/processed content hash (MLflow stores at most 36 chars).
+DIGEST_LENGTH = 16
 # MLflow's HTTP settings while a stage runs (see _fail_fast_http); the user's own values win.
 HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -127,6 +138,21 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.guard("log_artifact", lambda: _mlflow().log_artifact(str(path), artifact_path))
 
+    def log_datasets(self, name: str, digest: str, rows: dict[str, int]) -> None:
+        """Log the parts of data/processed this stage used as MLflow dataset inputs (the UI's Dataset column).
+
+        ``name`` names the data (:func:`dataset_name`; prepare records it in data/processed);
+        ``digest`` is the content hash of data/processed
+        (``content_sha256``); ``rows`` maps each part used (train, validation, test: labeled splits;
+        corpus: packed masked-LM blocks) to its row count, which becomes the context. Nothing is read:
+        every run of the same data/processed logs the same name and digest, so MLflow links them.
+        """
+        def log() -> None:  # builds mlflow objects, so only when tracking is on
+            inputs = [processed_dataset(name, part, digest, count) for part, count in rows.items()]
+            _mlflow().log_inputs(datasets=inputs, contexts=list(rows), tags_list=[None] * len(rows))
+
+        self.guard("log_inputs", log)
+
     def end_run(self, status: str) -> None:
         """End the stage's run (and its system-metrics monitor); never raises.
 
@@ -158,6 +184,42 @@ def _mlflow() -> Any:
     import mlflow
 
     return mlflow
+
+
+def dataset_name(labeled_source: str) -> str:
+    """'builtin:rotten_tomatoes' -> 'rotten_tomatoes'; 'data/reviews.csv' -> 'reviews'."""
+    if labeled_source.startswith("builtin:"):
+        return labeled_source.removeprefix("builtin:")
+    return Path(labeled_source).stem
+
+
+def processed_dataset(name: str, part: str, digest: str, rows: int) -> Any:
+    """An MLflow dataset for one part of data/processed, by reference: name, digest, path, row count."""
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    location = paths.CORPUS if part == "corpus" else paths.LABELED / part
+    return _processed_dataset_class()(LocalArtifactDatasetSource(location.as_posix()), name=f"{name}/{part}",
+                                      digest=digest[:DIGEST_LENGTH], rows=rows)
+
+
+@functools.cache
+def _processed_dataset_class() -> type:
+    """A MetaDataset with a row count as its profile (defined on first use: mlflow loads lazily)."""
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class ProcessedDataset(MetaDataset):
+        def __init__(self, source: Any, name: str, digest: str, rows: int):
+            self.rows = rows
+            super().__init__(source, name=name, digest=digest)
+
+        @property
+        def profile(self) -> dict[str, int]:
+            return {"num_rows": self.rows}
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    return ProcessedDataset
 
 
 @contextlib.contextmanager
@@ -207,6 +269,23 @@ def _stage_run(stage: str, params: DeclaredParams, system_metrics: bool) -> Iter
         status = "FINISHED"
     finally:
         tracker.end_run(status)
+        if tracker.active:
+            tracker.guard("extend the pipeline run", lambda: _extend_parent(parent_id, status))
+
+
+def _extend_parent(parent_id: str, status: str) -> None:
+    """Move the pipeline run's end to now, so MLflow shows first stage start to last stage end.
+
+    The run stays terminated between stages (a killed pipeline leaves no run RUNNING for ever);
+    a failed stage marks it FAILED for good.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_id).info
+    failed = status == "FAILED" or parent.status == "FAILED"
+    client.set_terminated(parent_id, "FAILED" if failed else "FINISHED",
+                          end_time=max(int(time.time() * 1000), parent.end_time or 0))
 
 
 def _experiment_tag() -> dict[str, str]:
@@ -231,9 +310,12 @@ def _connect(uri: str, experiment_name: str, params: Params) -> tuple[str, str]:
             experiment = client.get_experiment_by_name(experiment_name)
             if experiment is None:
                 artifacts = (repository_root() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
-                experiment_id = client.create_experiment(experiment_name, artifact_location=artifacts)
+                experiment_id = client.create_experiment(experiment_name, artifact_location=artifacts,
+                                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             else:
                 experiment_id = experiment.experiment_id
+                if _kind_unset(experiment.tags.get(EXPERIMENT_KIND_TAG)):
+                    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
             execution = pipeline_execution_id()
             found = client.search_runs([experiment_id], filter_string=f"tags.{PIPELINE_TAG} = '{execution}'",
                                        max_results=1)
@@ -245,7 +327,7 @@ def _connect(uri: str, experiment_name: str, params: Params) -> tuple[str, str]:
                 **git_state(), **_experiment_tag()})
             client.log_batch(parent.info.run_id, params=[
                 mlflow.entities.Param(key, str(value)) for key, value in flatten(section_dict(params)).items()])
-            client.set_terminated(parent.info.run_id)
+            client.set_terminated(parent.info.run_id, end_time=parent.info.start_time)  # see _extend_parent
             return experiment_id, parent.info.run_id
     finally:
         for key, value in saved.items():
@@ -253,6 +335,11 @@ def _connect(uri: str, experiment_name: str, params: Params) -> tuple[str, str]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _kind_unset(kind: str | None) -> bool:
+    """No kind, or only one the UI inferred: a kind a person chose in the UI is kept."""
+    return kind is None or kind.endswith("_inferred") or kind == "no_inferred_type"
 
 
 @contextlib.contextmanager
