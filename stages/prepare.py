@@ -29,7 +29,8 @@ from stages.common.config import Params
 from stages.common.data import (SPLITS, DataError, clean_labeled, iter_unlabeled, normalize_text, read_labeled,
                                 sample_per_class, split_labeled, text_key)
 from stages.common.model import resolve_model_source
-from stages.common.tokenization import load_tokenizer, tokenize_and_pack, tokenize_labeled, train_wordpiece
+from stages.common.tokenization import (load_tokenizer, save_dataset, save_tokenizer, tokenize_and_pack,
+                                        tokenize_labeled, train_wordpiece)
 from stages.common.tracking import stage_run
 from stages.common.training import configure_runtime
 
@@ -81,9 +82,9 @@ def run(params: Params, output_dir: Path, work_dir: Path) -> dict:
         raise DataError(f"the masked-LM corpus holds {int(document_lengths.sum())} tokens, less than one block of "
                         f"prepare.max_length = {prep.max_length}; add data.unlabeled sources")
 
-    labeled.save_to_disk(str(output_dir / paths.LABELED.relative_to(paths.PROCESSED)))
-    packed.save_to_disk(str(output_dir / paths.CORPUS.relative_to(paths.PROCESSED)))
-    tokenizer.save_pretrained(str(output_dir / paths.TOKENIZER.relative_to(paths.PROCESSED)))
+    save_dataset(labeled, output_dir / paths.LABELED.relative_to(paths.PROCESSED))
+    save_dataset(packed, output_dir / paths.CORPUS.relative_to(paths.PROCESSED))
+    save_tokenizer(tokenizer, output_dir / paths.TOKENIZER.relative_to(paths.PROCESSED))
     write_json(output_dir / paths.LABEL_MAP.name, {"label2id": label_ids,
                                                    "id2label": {str(i): n for n, i in label_ids.items()}})
     return {
