@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 # Stages run `python -m stages.<name>` through DVC: put the venv first on PATH.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup repro test repro-check ui clean
+.PHONY: setup repro test repro-check lock-check ui clean
 
 setup: $(INSTALLED)
 
@@ -28,6 +28,10 @@ test: setup
 # Run the tiny profile twice in clean temporary copies; fail if any output hash in dvc.lock differs.
 repro-check: setup
 	$(BIN)/python scripts/repro_check.py
+
+# Fail if code or params changed since dvc.lock was written (see scripts/lock_check.py).
+lock-check: setup
+	$(BIN)/python scripts/lock_check.py
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

@@ -49,6 +49,8 @@ def run(params, output_dir: Path, work_dir: Path) -> dict:
 
     from stages.common.tokenization import (
         load_tokenizer,
+        save_dataset,
+        save_tokenizer,
         tokenize_and_pack,
         tokenize_labeled,
         train_wordpiece,
@@ -96,9 +98,9 @@ def run(params, output_dir: Path, work_dir: Path) -> dict:
         raise DataError(f"the masked-LM corpus holds {int(document_lengths.sum())} tokens, less than one block of "
                         f"prepare.max_length = {prep.max_length}; add data.unlabeled sources")
 
-    labeled.save_to_disk(str(output_dir / paths.LABELED.relative_to(paths.PROCESSED)))
-    packed.save_to_disk(str(output_dir / paths.CORPUS.relative_to(paths.PROCESSED)))
-    tokenizer.save_pretrained(str(output_dir / paths.TOKENIZER.relative_to(paths.PROCESSED)))
+    save_dataset(labeled, output_dir / paths.LABELED.relative_to(paths.PROCESSED))
+    save_dataset(packed, output_dir / paths.CORPUS.relative_to(paths.PROCESSED))
+    save_tokenizer(tokenizer, output_dir / paths.TOKENIZER.relative_to(paths.PROCESSED))
     write_json(output_dir / paths.DATASET.name, {"name": dataset_name(data.labeled), "labeled": data.labeled})
     write_json(output_dir / paths.LABEL_MAP.name, {"label2id": label_ids,
                                                    "id2label": {str(i): n for n, i in label_ids.items()}})

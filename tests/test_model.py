@@ -1,10 +1,12 @@
 """The two-head model: shapes, gradients under the joint loss, and plain-transformers checkpoints."""
 
+import huggingface_hub.constants
 import pytest
 import torch
 from transformers import (
     AutoModelForMaskedLM,
     AutoModelForSequenceClassification,
+    AutoTokenizer,
     BertConfig,
     PreTrainedTokenizerFast,
     TrainingArguments,
@@ -99,6 +101,20 @@ def test_checkpoint_loads_with_plain_transformers(tmp_path, tokenizer):
     assert isinstance(PreTrainedTokenizerFast.from_pretrained(tmp_path / "ckpt"), PreTrainedTokenizerFast)
     assert len(verify_checkpoint(tmp_path / "ckpt", "pretrain_sup")) == 64
     assert not list(tmp_path.glob(".ckpt.partial-*"))
+
+
+def test_checkpoint_does_not_depend_on_hub_offline(tmp_path, tokenizer, monkeypatch):
+    # A tokenizer loaded under HF_HUB_OFFLINE carries local_files_only=True; the checkpoint must not.
+    tokenizer.save_pretrained(tmp_path / "tokenizer")
+    model = BertForPackedMaskedLM(BertConfig(**{**TINY, "vocab_size": len(tokenizer)}))
+    saved = {}
+    for offline in (True, False):
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+        save_checkpoint(model, AutoTokenizer.from_pretrained(str(tmp_path / "tokenizer")),
+                        tmp_path / f"offline-{offline}", {})
+        saved[offline] = {p.name: p.read_bytes() for p in (tmp_path / f"offline-{offline}").iterdir()}
+    assert saved[True] == saved[False]
+    assert b"local_files_only" not in saved[True]["tokenizer_config.json"]
 
 
 def test_corrupt_checkpoint_is_refused(tmp_path, tokenizer):

@@ -2,17 +2,21 @@
 
 import hashlib
 import json
+import shutil
 
 import datasets
+import huggingface_hub.constants
 import pytest
 import yaml
-from transformers import AutoTokenizer
+from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from stages import prepare
 from stages.common import paths
 from stages.common.config import load_params
 from stages.common.errors import DataError
 from stages.common.splits import normalize_text
+from stages.common.tokenization import train_wordpiece
+from tests.conftest import TINY_PARAMS
 
 
 def run_prepare(repo, monkeypatch, **changes):
@@ -63,6 +67,33 @@ def test_outputs_report_and_reproducibility(tiny_repo, monkeypatch):
     run_prepare(tiny_repo, monkeypatch)
     assert digest_tree(paths.PROCESSED) == first
     assert paths.DATA_REPORT.read_bytes() == first_report
+
+
+def test_outputs_do_not_depend_on_checkout_path_or_hub_offline(tmp_path, tiny_data, monkeypatch):
+    # Two "clones" at paths of different lengths, each with its own copy of a local model (as
+    # builtin:all-minilm-l6-v2 lives in each clone's .venv), one run with HF_HUB_OFFLINE and one without.
+    texts = ["a few words to learn a tiny vocabulary from", "and a few more words"] * 20
+    tokenizer = train_wordpiece(lambda: [texts], vocab_size=80, max_length=64)
+    model = BertForMaskedLM(BertConfig(vocab_size=len(tokenizer), hidden_size=16, num_hidden_layers=1,
+                                       num_attention_heads=2, intermediate_size=32))
+    built = {}
+    for checkout, offline in (("a", True), ("a-clone-at-a-much-longer-path", False)):
+        root = tmp_path / checkout
+        shutil.copytree(tiny_data, root / "data" / "tiny")
+        model.save_pretrained(root / "base-model")
+        tokenizer.save_pretrained(root / "base-model")
+        raw = yaml.safe_load(TINY_PARAMS.read_text())
+        raw["model"]["source"] = str(root / "base-model")  # absolute, like a builtin's path
+        (root / "params.yaml").write_text(yaml.safe_dump(raw))
+        monkeypatch.chdir(root)
+        monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
+        prepare.run(load_params(root / "params.yaml"), root / "processed", root / "work")
+        built[checkout] = digest_tree(root / "processed")
+    first, second = built.values()
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []  # names the files that differ
+    config = json.loads((tmp_path / "a" / "processed" / "tokenizer" / "tokenizer_config.json").read_text())
+    assert "local_files_only" not in config and "is_local" not in config
 
 
 def test_eval_texts_never_enter_the_corpus(tiny_repo, monkeypatch):

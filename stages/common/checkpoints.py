@@ -11,6 +11,7 @@ from safetensors import safe_open
 from stages.common.errors import ModelError
 from stages.common.hashing import content_sha256
 from stages.common.outputs import atomic_output
+from stages.common.tokenization import save_tokenizer
 
 PROVENANCE_FILE = "provenance.json"
 
@@ -25,7 +26,7 @@ def save_checkpoint(model: Any, tokenizer: Any, target: Path, provenance: dict[s
     """
     with atomic_output(Path(target)) as staging:
         model.save_pretrained(staging, state_dict=state_dict)
-        tokenizer.save_pretrained(staging)
+        save_tokenizer(tokenizer, staging)
         architecture = getattr(model, "saved_architecture", None)
         if architecture:
             config_file = staging / "config.json"

@@ -1,10 +1,14 @@
 """Tokenizers and tokenized datasets: WordPiece trained from scratch or the model's own, fast
-batched tokenization into memory-mapped Arrow datasets, and packing for masked-LM."""
+batched tokenization into memory-mapped Arrow datasets, packing for masked-LM, and saving both
+so that the saved bytes depend on their content only."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -13,6 +17,10 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
 BATCH = 1000
+# Keys that from_pretrained adds to a tokenizer's init_kwargs about how it was loaded, not what it
+# is: is_local (a directory or the Hub) and local_files_only (follows HF_HUB_OFFLINE).
+# save_pretrained writes them into tokenizer_config.json.
+LOADING_KEYS = ("is_local", "local_files_only")
 
 
 def train_wordpiece(batches: Callable[[], Iterable[list[str]]], vocab_size: int, max_length: int,
@@ -49,6 +57,38 @@ def load_tokenizer(name_or_path: str, max_length: int) -> PreTrainedTokenizerBas
     tokenizer = AutoTokenizer.from_pretrained(name_or_path, use_fast=True)
     tokenizer.model_max_length = max_length
     return tokenizer
+
+
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, directory: str | Path) -> None:
+    """``save_pretrained`` without :data:`LOADING_KEYS`, so the files do not depend on how (or in
+    which environment) the tokenizer was loaded. Loading ignores their absence."""
+    for key in LOADING_KEYS:
+        tokenizer.init_kwargs.pop(key, None)
+    tokenizer.save_pretrained(str(directory))
+
+
+def save_dataset(dataset: datasets.Dataset | datasets.DatasetDict, directory: str | Path) -> None:
+    """``save_to_disk``, each dataset's fingerprint first set to :func:`content_fingerprint`.
+
+    datasets fingerprints a transformed dataset by hashing the transform with what it closes over,
+    and a tokenizer loaded from a directory carries that directory's absolute path and its loading
+    options. save_to_disk writes the fingerprint into state.json, so the hash DVC records for
+    data/processed followed the clone's location and HF_HUB_OFFLINE. A hash of the content does
+    not, and still changes whenever the content does (datasets keys its caches on it).
+    """
+    parts = dataset.values() if isinstance(dataset, datasets.DatasetDict) else [dataset]
+    for part in parts:
+        part._fingerprint = content_fingerprint(part)  # no public setter; datasets' transforms do the same
+    dataset.save_to_disk(str(directory))
+
+
+def content_fingerprint(dataset: datasets.Dataset) -> str:
+    """A fingerprint (16 hex digits, like datasets' own) of the features and rows, in order."""
+    digest = hashlib.sha256(json.dumps(dataset.features.to_dict(), sort_keys=True).encode())
+    for table in dataset.with_format("arrow").iter(batch_size=BATCH):
+        for batch in table.combine_chunks().to_batches():  # one layout for the same rows
+            digest.update(batch.serialize())
+    return digest.hexdigest()[:16]
 
 
 def tokenize_labeled(split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase, max_length: int
