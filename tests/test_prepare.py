@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from stages import prepare
 from stages.common import paths
+from stages.common.cli import stage_params
 from stages.common.config import load_params
 from stages.common.errors import DataError
 from stages.common.splits import normalize_text
@@ -26,7 +27,7 @@ def run_prepare(repo, monkeypatch, **changes):
         section, key = dotted.split(".")
         params[section][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
-    prepare.main(load_params(repo / "params.yaml"))
+    prepare.main(stage_params(load_params(repo / "params.yaml"), "prepare"))
 
 
 def digest_tree(root):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.common.config import load_params
+from stages.common.config import DeclaredParams, load_params
 from stages.common.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, flatten, stage_run
 
 from .conftest import TINY_PARAMS, free_port, git, run, stage_env
@@ -106,7 +106,7 @@ def runs_by_stage(client) -> dict:
 def test_pipeline_run_spans_its_stages(store):
     client, params = store
     for stage in ("prepare", "pretrain_unsup"):
-        with stage_run(stage, params, ["seed"]) as tracker:
+        with stage_run(stage, DeclaredParams(params, ["seed"], stage)) as tracker:
             assert tracker.active
             time.sleep(0.5)
     runs = {stage: run.info for stage, run in runs_by_stage(client).items()}
@@ -119,9 +119,9 @@ def test_pipeline_run_spans_its_stages(store):
 
 def test_a_failed_stage_fails_the_pipeline_run(store):
     client, params = store
-    with pytest.raises(RuntimeError), stage_run("prepare", params, ["seed"]):
+    with pytest.raises(RuntimeError), stage_run("prepare", DeclaredParams(params, ["seed"], "prepare")):
         raise RuntimeError("boom")
-    with stage_run("pretrain_unsup", params, ["seed"]):
+    with stage_run("pretrain_unsup", DeclaredParams(params, ["seed"], "pretrain_unsup")):
         pass
     runs = runs_by_stage(client)
     assert runs["prepare"].info.status == "FAILED"
@@ -131,7 +131,7 @@ def test_a_failed_stage_fails_the_pipeline_run(store):
 
 def test_experiment_opens_on_training_runs(store):
     client, params = store
-    with stage_run("prepare", params, ["seed"]):
+    with stage_run("prepare", DeclaredParams(params, ["seed"], "prepare")):
         pass
     assert client.get_experiment_by_name("spt-tests").tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
 
@@ -141,7 +141,7 @@ def test_experiment_opens_on_training_runs(store):
 def test_existing_experiment_gets_the_kind_unless_a_person_chose_one(store, kind, expected):
     client, params = store
     client.create_experiment("spt-tests", tags={EXPERIMENT_KIND_TAG: kind} if kind else None)
-    with stage_run("prepare", params, ["seed"]):
+    with stage_run("prepare", DeclaredParams(params, ["seed"], "prepare")):
         pass
     assert client.get_experiment_by_name("spt-tests").tags[EXPERIMENT_KIND_TAG] == expected
 
@@ -151,8 +151,8 @@ def test_datasets_are_logged_as_run_inputs(store):
 
     client, params = store
     digest = "0123456789abcdef" * 4
-    with stage_run("finetune", params, ["seed"]) as tracker:
-        tracker.log_datasets("builtin:rotten_tomatoes", digest, {"train": 120, "validation": 30})
+    with stage_run("finetune", DeclaredParams(params, ["seed"], "finetune")) as tracker:
+        tracker.log_datasets("rotten_tomatoes", digest, {"train": 120, "validation": 30})
         run_id = mlflow.active_run().info.run_id
     inputs = client.get_run(run_id).inputs.dataset_inputs
     logged = {i.dataset.name: (i.dataset.digest, json.loads(i.dataset.profile),
@@ -165,8 +165,8 @@ def test_logging_datasets_with_tracking_off_does_nothing(store):
     import mlflow
 
     client, params = store
-    with stage_run("evaluate", params, ["seed"]) as tracker:
+    with stage_run("evaluate", DeclaredParams(params, ["seed"], "evaluate")) as tracker:
         run_id = mlflow.active_run().info.run_id
         tracker.active = False  # as after a failure: warned once, then quiet
-        tracker.log_datasets("data/reviews.csv", "ab" * 32, {"test": 5})
+        tracker.log_datasets("reviews", "ab" * 32, {"test": 5})
     assert client.get_run(run_id).inputs.dataset_inputs == []

@@ -12,8 +12,14 @@ import sys
 from collections.abc import Callable
 
 from stages.common import paths
-from stages.common.config import DeclaredParams, load_params
+from stages.common.config import DeclaredParams, Params, load_params
 from stages.common.errors import StageInterrupted, UserError
+
+
+def stage_params(params: Params, stage: str, variant: str | None = None) -> DeclaredParams:
+    """The view of ``params`` that ``stages.<stage>`` (as study ``variant``) may read: its dvc.yaml stage's."""
+    dvc_stage = paths.dvc_stage(stage, variant)
+    return DeclaredParams(params, paths.declared_params(dvc_stage), dvc_stage)
 
 
 def run_stage(doc: str, body: Callable[..., None], stage: str, argv: list[str] | None = None,
@@ -36,8 +42,7 @@ def run_stage(doc: str, body: Callable[..., None], stage: str, argv: list[str] |
         parser.error("--variant and --seed go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        dvc_stage = paths.dvc_stage(stage, variant)
-        params = DeclaredParams(load_params(args.params), paths.declared_params(dvc_stage), dvc_stage)
+        params = stage_params(load_params(args.params), stage, variant)
         if study:
             body(params, variant, args.seed)
         else:
