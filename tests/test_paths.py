@@ -10,7 +10,8 @@ from stages.common.config import Params
 
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
-STUDY = {"study_spt": "finetune", "study_baseline": "finetune", "study_evaluate": "evaluate"}  # matrix -> module
+STUDY = {"study_pretrain": "pretrain_sup", "study_finetune": "finetune", "study_baseline": "finetune",
+         "study_matched": "finetune", "study_evaluate": "evaluate"}  # matrix stage -> module
 # Training stages start with the launcher from params.yaml (python, torchrun, accelerate launch); the rest with python.
 LAUNCH = "${runtime.launch}"
 
@@ -31,13 +32,15 @@ def test_one_name_per_stage():
     assert list(dvc_stages()) == [*STAGES, *STUDY, "compare"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     stages = dvc_stages()
-    assert stages["study_spt"]["cmd"] == f"{LAUNCH} -m stages.finetune --variant spt --seed ${{item.seed}}"
-    assert stages["study_baseline"]["matrix"]["variant"] == list(paths.STUDY_VARIANTS[1:])
-    assert stages["study_evaluate"]["matrix"]["variant"] == list(paths.STUDY_VARIANTS)
-    for stage in ("study_baseline", "study_evaluate"):
-        module = STUDY[stage]
+    for stage, module in STUDY.items():
         assert stages[stage]["cmd"] == (f"{launcher(module)} -m stages.{module} "
                                         "--variant ${item.variant} --seed ${item.seed}")
+        assert stages[stage]["matrix"]["seed"] == "${study.seeds}"
+        assert {paths.dvc_stage(module, variant) for variant in stages[stage]["matrix"]["variant"]} == {stage}
+    # every arm is finetuned by exactly one matrix stage and evaluated
+    finetuned = [v for s in ("study_finetune", "study_baseline", "study_matched") for v in stages[s]["matrix"]["variant"]]
+    assert sorted(finetuned) == sorted(paths.STUDY_VARIANTS) == sorted(stages["study_evaluate"]["matrix"]["variant"])
+    assert stages["study_pretrain"]["matrix"]["variant"] == list(paths.PRETRAINED_ARMS)
     for stage, spec in dvc_stages().items():
         if stage in STUDY:
             continue
@@ -80,16 +83,22 @@ def test_checkpoints_flow_forward():
 def test_study_paths_match_the_paths_module():
     stages = dvc_stages()
     run = "${item.variant}-${item.seed}"
-    for stage, name in (("study_spt", "spt-${item.seed}"), ("study_baseline", run)):
+    for stage, module in STUDY.items():
+        if module == "evaluate":
+            continue
         assert names(stages[stage]["outs"]) == [
-            str(paths.model_dir("finetune", name)), str(paths.checkpoint_dir("finetune", name)),
-            str(paths.plots_dir("finetune", name))]
-        assert names(stages[stage]["metrics"]) == [str(paths.metrics_file("finetune", name))]
-    assert "models/pretrain_sup" not in stages["study_baseline"]["deps"]
+            str(paths.model_dir(module, run)), str(paths.checkpoint_dir(module, run)),
+            str(paths.plots_dir(module, run))]
+        assert names(stages[stage]["metrics"]) == [str(paths.metrics_file(module, run))]
+    assert str(paths.model_dir("pretrain_sup", run)) in stages["study_finetune"]["deps"]
+    for stage in ("study_baseline", "study_matched"):
+        assert str(paths.model_dir("pretrain_unsup")) in stages[stage]["deps"]
+        assert not any("pretrain_sup" in dep and "metrics" not in dep for dep in stages[stage]["deps"])
+    assert str(paths.metrics_file("pretrain_sup", "spt-${item.seed}")) in stages["study_matched"]["deps"]
     assert names(stages["study_evaluate"]["outs"]) == [str(paths.plots_dir("evaluate", run))]
     assert names(stages["study_evaluate"]["metrics"]) == [str(paths.metrics_file("evaluate", run))]
     assert str(paths.model_dir("finetune", run)) in stages["study_evaluate"]["deps"]
-    assert names(stages["compare"]["outs"]) == [str(paths.REPORT), str(paths.plots_dir("compare"))]
+    assert names(stages["compare"]["outs"]) == [str(paths.REPORT), "reports/compare.png", str(paths.plots_dir("compare"))]
     assert names(stages["compare"]["metrics"]) == [str(paths.metrics_file("compare"))]
 
 

@@ -13,8 +13,10 @@ from stages.common.hashing import content_sha256
 from .conftest import run, tiny_repository
 
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
-STUDY = ["study_spt@7", "study_baseline@baseline-7", "study_baseline@baseline_matched-7",
-         "study_evaluate@spt-7", "study_evaluate@baseline-7", "study_evaluate@baseline_matched-7", "compare"]
+ARMS = ["spt", "tapt", "baseline", "baseline_matched", "baseline_flops"]
+STUDY = ["study_pretrain@spt-7", "study_pretrain@tapt-7", "study_finetune@spt-7", "study_finetune@tapt-7",
+         "study_baseline@baseline-7", "study_matched@baseline_matched-7", "study_matched@baseline_flops-7",
+         *[f"study_evaluate@{arm}-7" for arm in ARMS], "compare"]
 
 
 def ran_stages(output: str) -> list[str]:
@@ -115,26 +117,47 @@ def test_changing_lambda_reruns_only_the_stages_after_it(repo):
     params["pretrain_sup"]["lambda"] = 0.5
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(repo, "dvc", "repro")
-    rerun = ["pretrain_sup", "finetune", "evaluate", "study_spt@7", "study_evaluate@spt-7", "compare"]
-    assert sorted(ran_stages(result.stdout)) == sorted(rerun)  # never prepare, pretrain_unsup or the baselines
+    # tapt's pretraining also reads pretrain_sup (its budget and schedule) but its outputs do not
+    # change with lambda: DVC reruns it and then skips finetuning it again (same outputs)
+    rerun = ["pretrain_sup", "finetune", "evaluate", "study_pretrain@spt-7", "study_pretrain@tapt-7",
+             "study_finetune@spt-7", "study_matched@baseline_matched-7", "study_matched@baseline_flops-7",
+             "study_evaluate@spt-7", "study_evaluate@baseline_matched-7", "study_evaluate@baseline_flops-7", "compare"]
+    ran = ran_stages(result.stdout)
+    assert sorted(ran) == sorted(rerun)  # never prepare, pretrain_unsup, tapt's finetuning or the plain baseline
     _, runs = mlflow_runs(repo)
     newest_parent = [r for r in runs if r.data.tags["stage"] == "pipeline"][-1]
     children = [r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == newest_parent.info.run_id]
-    assert sorted(children) == sorted(["pretrain_sup", "finetune", "evaluate", "finetune", "evaluate", "compare"])
+    assert sorted(children) == sorted(["pretrain_sup"] * 3 + ["finetune"] * 4 + ["evaluate"] * 4 + ["compare"])
 
 
-def test_compare_reports_every_variant_with_intervals(repo):
+def test_compare_reports_every_arm_with_intervals(repo):
     summary = json.loads((repo / "metrics" / "compare.json").read_text())
-    assert set(summary["variants"]) == {"spt", "baseline", "baseline_matched"}
+    arms = {"spt", "tapt", "baseline", "baseline_matched", "baseline_flops"}
+    assert set(summary["variants"]) == arms
+    assert set(summary["differences"]) == {f"spt_minus_{arm}" for arm in arms - {"spt"}}
     for diff in summary["differences"].values():
         for metric in ("accuracy", "macro_f1"):
             assert diff[metric]["low"] <= diff[metric]["diff"] <= diff[metric]["high"]
-    # spt with the main chain's seed is the main chain's run, copied
-    assert (repo / "models/study/spt-7/model.safetensors").read_bytes() == \
-        (repo / "models/finetune/model.safetensors").read_bytes()
+    # spt with the main chain's seed is the main chain's run, copied: its pretraining and its finetuning
+    for stage in ("pretrain_sup", "finetune"):
+        assert (repo / f"models/study/spt-7/{stage}/model.safetensors").read_bytes() == \
+            (repo / f"models/{stage}/model.safetensors").read_bytes()
+    # tapt trained pretrain_sup's budget without labels: its classifier never trained and is not carried over
+    tapt = json.loads((repo / "models/study/tapt-7/pretrain_sup/provenance.json").read_text())
+    assert tapt["classifier_trained"] is False
+    assert json.loads((repo / "metrics/study/tapt-7/finetune.json").read_text())["classifier_carried_over"] is False
+    spt_pretraining = json.loads((repo / "metrics/study/spt-7/pretrain_sup.json").read_text())
     budget = json.loads((repo / "metrics/study/baseline_matched-7/finetune.json").read_text())["max_steps"]
-    assert budget == 8 + 6  # finetune.max_steps + pretrain_sup.max_steps in the tiny profile
+    assert budget == 8 + 6  # finetune.max_steps + pretrain_sup's 6 steps, same batch size in the tiny profile
+    flops_budget = json.loads((repo / "metrics/study/baseline_flops-7/finetune.json").read_text())["max_steps"]
+    assert flops_budget > budget  # a pretrain_sup step (two encoder passes and an MLM head) costs more
+    assert spt_pretraining["flops"] > 0 and summary["variants"]["baseline_flops"]["training_flops"] > 0
     report = (repo / "reports" / "compare.md").read_text()
-    assert "| baseline_matched |" in report and "## What holds on this data" in report
+    assert "| baseline_flops |" in report and "## What holds on this data" in report and "compare.png" in report
+    assert (repo / "reports" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert " ± " not in report  # one seed: no spread is shown where there is none
     rows = list(csv.DictReader(open(repo / "plots/compare/validation_macro_f1.csv")))
-    assert {row["variant"] for row in rows} == {"spt", "baseline", "baseline_matched"}
+    assert {row["variant"] for row in rows} == arms
+    spt_rows = [row for row in rows if row["variant"] == "spt"]
+    assert spt_rows[0]["finetune_step"] == "0"  # validated before finetuning
+    assert int(spt_rows[0]["step"]) == 6 and int(spt_rows[0]["flops"]) == int(spt_pretraining["flops"])

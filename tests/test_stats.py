@@ -54,3 +54,58 @@ def test_steps_to_target_on_synthetic_curves():
     assert steps_to_target(steps, [0.5, 0.7, 0.8, 0.79], target=0.7) == 100
     assert steps_to_target(steps, [0.5, 0.6, 0.65, 0.69], target=0.7) is None
     assert steps_to_target(steps, [0.9, 0.6, 0.65, 0.69], target=0.7) == 50
+
+
+def test_hierarchical_bootstrap_known_answer():
+    """A always right, B always wrong, on every seed: the difference is exactly +1, with no spread."""
+    from stages.common.stats import hierarchical_bootstrap
+
+    labels = np.array([0, 1] * 50)
+    a = np.tile(labels, (3, 1))
+    b = 1 - a
+    result = hierarchical_bootstrap(labels, a, b, 2, 500, seed=0)
+    assert result["accuracy"] == {"diff": 1.0, "low": 1.0, "high": 1.0}
+    assert result["macro_f1"]["diff"] == 1.0
+
+
+def test_hierarchical_bootstrap_counts_the_spread_between_seeds():
+    """Seeds that disagree (A - B = +0.2, 0 and -0.2 on three seeds) widen the interval far beyond what
+    resampling test examples alone gives; the mean difference is still 0."""
+    from stages.common.stats import hierarchical_bootstrap, paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 2000)
+    b = np.where(rng.random((3, 2000)) < 0.7, labels, 1 - labels)  # B: 70% right on every seed
+    a = b.copy()
+    for seed_index, gain in enumerate((0.2, 0.0, -0.2)):  # flip a share of examples to right / wrong
+        flip = rng.random(2000) < abs(gain)
+        a[seed_index, flip] = labels[flip] if gain > 0 else 1 - labels[flip]
+    hierarchical = hierarchical_bootstrap(labels, a, b, 2, 2000, seed=0)["accuracy"]
+    examples_only = paired_bootstrap(labels, a, b, 2, 2000, seed=0)["accuracy"]
+    assert abs(hierarchical["diff"] - examples_only["diff"]) < 1e-12
+    assert hierarchical["low"] < -0.05 and hierarchical["high"] > 0.05  # about the spread of three seed means
+    assert (hierarchical["high"] - hierarchical["low"]) > 4 * (examples_only["high"] - examples_only["low"])
+
+
+def test_hierarchical_bootstrap_with_one_seed_is_the_paired_bootstrap_over_examples():
+    from stages.common.stats import hierarchical_bootstrap, paired_bootstrap
+
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 3, 500)
+    a = np.where(rng.random((1, 500)) < 0.8, labels, (labels + 1) % 3)
+    b = np.where(rng.random((1, 500)) < 0.7, labels, (labels + 2) % 3)
+    one = hierarchical_bootstrap(labels, a, b, 3, 4000, seed=3)
+    plain = paired_bootstrap(labels, a, b, 3, 4000, seed=3)
+    for metric in ("accuracy", "macro_f1"):
+        assert one[metric]["diff"] == pytest.approx(plain[metric]["diff"])
+        assert one[metric]["low"] == pytest.approx(plain[metric]["low"], abs=0.01)
+        assert one[metric]["high"] == pytest.approx(plain[metric]["high"], abs=0.01)
+
+
+def test_seed_interval():
+    from stages.common.stats import seed_interval
+
+    assert seed_interval([], 100, 0) is None
+    assert seed_interval([40.0], 100, 0) == {"mean": 40.0, "low": 40.0, "high": 40.0, "seeds": 1}
+    spread = seed_interval([20.0, 40.0, 60.0], 2000, 0)
+    assert spread["mean"] == 40.0 and 20.0 <= spread["low"] < 40.0 < spread["high"] <= 60.0
