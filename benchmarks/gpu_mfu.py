@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO  # noqa: F401 - sets up sys.path and the offline environment
+from harness import REPO  # noqa: F401 - sets the offline environment and the working directory
 
 import datasets
 import torch

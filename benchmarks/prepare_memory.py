@@ -12,20 +12,16 @@ extra text over the extra seconds: the stage's fixed start-up cost left out).
 from __future__ import annotations
 
 import os
-import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from stages.common.data import iter_unlabeled  # noqa: E402
+from stages.common.data import iter_unlabeled
+from stages.common.sandbox import REPO
 
 
 def write_corpus(path: Path, copies: int) -> int:

@@ -19,10 +19,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.conftest import stage_env, tiny_repository, write_tiny_data  # noqa: E402
+from stages.common.sandbox import stage_env, tiny_repository, write_tiny_data
 
 
 def output_hashes(repo: Path) -> dict[str, str]:

@@ -33,9 +33,10 @@ from transformers import BertConfig, BertForSequenceClassification, default_data
 from stages.common.config import PretrainSupConfig, RuntimeConfig, TrainingConfig
 from stages.common.data import content_sha256
 from stages.common.model import BertForPackedMaskedLM, BertForSupervisedPretraining
+from stages.common.sandbox import tiny_repository
 from stages.common.training import JointLossTrainer, StageTrainer, training_arguments
 
-from .conftest import run, tiny_repository
+from .conftest import run
 
 # --standalone: a free local port for the rendezvous, so concurrent runs do not collide.
 LAUNCH = "torchrun --standalone --nproc_per_node 2"

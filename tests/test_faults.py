@@ -20,10 +20,11 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
+from stages.common.sandbox import REPO, stage_env
 from stages.common.training import (COMPLETE_FILE, MarkCompleteCheckpoints, is_complete_checkpoint, mark_complete,
                                     resumable_checkpoint)
 
-from .conftest import REPO, MlflowServer, run, stage_env
+from .conftest import MlflowServer, run
 
 
 def write_checkpoint(directory, step, files=("model", "optimizer", "scheduler", "rng", "state")):
@@ -200,7 +201,8 @@ def tiny_classifier_run(output_dir, kill_at_step=None):
     def pad(rows):
         width = max(len(row["input_ids"]) for row in rows)
         ids = torch.tensor([row["input_ids"] + [0] * (width - len(row["input_ids"])) for row in rows])
-        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor([r["label"] for r in rows])}
+        labels = torch.tensor([row["label"] for row in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": labels}
 
     model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                                      num_attention_heads=2, intermediate_size=32,

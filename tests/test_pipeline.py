@@ -9,8 +9,9 @@ import yaml
 from transformers import pipeline
 
 from stages.common.data import content_sha256
+from stages.common.sandbox import tiny_repository
 
-from .conftest import run, tiny_repository
+from .conftest import run
 
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 STUDY = ["study_spt@7", "study_baseline@baseline-7", "study_baseline@baseline_matched-7",

@@ -5,9 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stages.common.sandbox import git, stage_env
 from stages.common.tracking import flatten
 
-from .conftest import free_port, git, run, stage_env
+from .conftest import free_port, run
 
 
 def stage(repo: Path, name: str, **env: str) -> subprocess.CompletedProcess:
