@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from stages.common.config import ConfigError, Params, load_params
+from stages.common.config import ConfigError, load_params
 from stages.common.data import DataError
 from stages.common.paths import PARAMS, STUDY_VARIANTS
 from stages.common.tracking import TrackingError
