@@ -26,6 +26,8 @@ from stages.common.sandbox import TINY_PARAMS, copy_repository, stage_env
 
 from .conftest import run
 
+pytestmark = pytest.mark.e2e
+
 OUTPUT_DIRS = ("data", "models", "metrics", "plots", "checkpoints")
 LABELED = Path("data/tiny/labeled.csv")
 SMALL_BERT = "pretrained/small-bert"  # a real BERT directory with a 100-token vocabulary (see `trained`)

@@ -92,6 +92,7 @@ def repo(tmp_path_factory, tiny_data):
     return repo
 
 
+@pytest.mark.e2e
 def test_two_processes_train_like_one(repo):
     single, distributed = pipeline_runs(repo)[-2:]
     for stage in TRAINING_STAGES:
@@ -110,6 +111,7 @@ def test_two_processes_train_like_one(repo):
             assert two.data.metrics[key] == pytest.approx(one.data.metrics[key], rel=LOSS_TOLERANCE), key
 
 
+@pytest.mark.e2e
 def test_only_rank_zero_writes_and_logs(repo):
     log = (repo / "exp_run.log").read_text()
     assert sorted(re.findall(r"Running stage '([^']+)'", log)) == sorted(TRAINING_STAGES)

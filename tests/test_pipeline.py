@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+import shutil
 
 import pytest
 import yaml
@@ -12,6 +13,8 @@ from stages.common.data import content_sha256
 from stages.common.sandbox import tiny_repository
 
 from .conftest import run
+
+pytestmark = pytest.mark.e2e
 
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 STUDY = ["study_spt@7", "study_baseline@baseline-7", "study_baseline@baseline_matched-7",
@@ -30,10 +33,19 @@ def lock_outputs(repo) -> dict:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_data):
+    """The tiny pipeline, run once. Tests on it only read: a test that runs DVC again takes :func:`own_repo`."""
     repo = tiny_repository(tmp_path_factory.mktemp("pipeline") / "repo", tiny_data)
     result = run(repo, "dvc", "repro")
     assert sorted(ran_stages(result.stdout)) == sorted(STAGES + STUDY)
     return repo
+
+
+@pytest.fixture
+def own_repo(repo, tmp_path):
+    """A copy of the built repository (outputs, DVC cache, git) for one test to change, with an empty
+    MLflow store: the shared one stays as the first `dvc repro` left it, whatever order tests run in."""
+    return shutil.copytree(repo, tmp_path / "repo", symlinks=True,
+                           ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"))
 
 
 def test_every_stage_wrote_its_outputs(repo):
@@ -105,22 +117,23 @@ def test_registered_model_predicts_through_pyfunc(repo):
     assert set(predictions["label"]) <= {"fresh", "rotten"} and len(predictions) == 2
 
 
-def test_forced_rerun_is_byte_identical(repo):
-    before = lock_outputs(repo)
-    run(repo, "dvc", "repro", "--force")
-    assert lock_outputs(repo) == before
+def test_forced_rerun_is_byte_identical(own_repo):
+    before = lock_outputs(own_repo)
+    run(own_repo, "dvc", "repro", "--force")
+    assert lock_outputs(own_repo) == before
 
 
-def test_changing_lambda_reruns_only_the_stages_after_it(repo):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+def test_changing_lambda_reruns_only_the_stages_after_it(own_repo):
+    params = yaml.safe_load((own_repo / "params.yaml").read_text())
     params["pretrain_sup"]["lambda"] = 0.5
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run(repo, "dvc", "repro")
+    (own_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(own_repo, "dvc", "repro")
     rerun = ["pretrain_sup", "finetune", "evaluate", "study_spt@7", "study_evaluate@spt-7", "compare"]
     assert sorted(ran_stages(result.stdout)) == sorted(rerun)  # never prepare, pretrain_unsup or the baselines
-    _, runs = mlflow_runs(repo)
-    newest_parent = [r for r in runs if r.data.tags["stage"] == "pipeline"][-1]
-    children = [r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == newest_parent.info.run_id]
+    _, runs = mlflow_runs(own_repo)
+    parents = [r for r in runs if r.data.tags["stage"] == "pipeline"]
+    assert len(parents) == 1  # the store of this copy started empty
+    children = [r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(children) == sorted(["pretrain_sup", "finetune", "evaluate", "finetune", "evaluate", "compare"])
 
 

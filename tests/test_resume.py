@@ -12,6 +12,8 @@ from stages.common.training import COMPLETE_FILE
 
 from .conftest import run
 
+pytestmark = pytest.mark.e2e
+
 
 def kill_after_first_checkpoint(repo, stage):
     process = subprocess.Popen([sys.executable, "-m", f"stages.{stage}"], cwd=repo, env=stage_env(),

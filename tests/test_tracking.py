@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stages.common.sandbox import git, stage_env
 from stages.common.tracking import flatten
 
@@ -20,6 +22,7 @@ def test_flatten_keeps_every_param():
     assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": None, "e": "[1, 2]"}
 
 
+@pytest.mark.e2e
 def test_stage_logs_to_a_real_server(tiny_repo, mlflow_server):
     import mlflow
 
@@ -38,6 +41,7 @@ def test_stage_logs_to_a_real_server(tiny_repo, mlflow_server):
     assert not (tiny_repo / "mlflow.db").exists()
 
 
+@pytest.mark.e2e
 def test_unreachable_server_stops_before_any_work(tiny_repo):
     dead = f"http://127.0.0.1:{free_port()}"
     result = stage(tiny_repo, "prepare", MLFLOW_TRACKING_URI=dead)
@@ -46,6 +50,7 @@ def test_unreachable_server_stops_before_any_work(tiny_repo):
     assert not (tiny_repo / "data" / "processed").exists()
 
 
+@pytest.mark.e2e
 def test_optional_tracking_continues_without_the_server(tiny_repo):
     params = (tiny_repo / "params.yaml").read_text().replace("required: true", "required: false")
     (tiny_repo / "params.yaml").write_text(params)
@@ -55,6 +60,7 @@ def test_optional_tracking_continues_without_the_server(tiny_repo):
     assert (tiny_repo / "metrics" / "prepare.json").is_file()
 
 
+@pytest.mark.e2e
 def test_temp_experiment_lands_in_the_repository_store(tiny_repo):
     import mlflow
 
