@@ -22,9 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness import REPO  # noqa: F401 - sets the offline environment and the working directory
+
 import datasets
 import torch
-from harness import REPO  # noqa: F401 - sets up sys.path and the offline environment
 from transformers import AutoTokenizer, BertConfig, Trainer, TrainerCallback
 
 from stages.common.collators import IGNORE_INDEX, MaskingCollator

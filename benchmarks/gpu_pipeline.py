@@ -21,10 +21,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.conftest import copy_repository, stage_env  # noqa: E402
+from stages.common.sandbox import REPO, copy_repository, stage_env
 
 PROFILE = REPO / "benchmarks" / "gpu_profile.yaml"
 

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-os.chdir(REPO)
-sys.path.insert(0, str(REPO))
+os.chdir(REPO)  # stages.common.paths are relative to the repository root
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -13,21 +13,18 @@ stages as the default params, on a few hundred rows), builds everything once, th
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.conftest import stage_env, tiny_repository  # noqa: E402
+from stages.common.sandbox import stage_env, tiny_repository
 
 EXPECTED_AFTER_LAMBDA = ["pretrain_sup", "finetune", "evaluate", "study_spt@7", "study_evaluate@spt-7", "compare"]
 
@@ -38,7 +35,8 @@ def timed(repo: Path, *command: str) -> tuple[float, str]:
     return time.perf_counter() - start, result.stdout
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="overhead-") as scratch:
         repo = tiny_repository(Path(scratch) / "repo")

@@ -20,10 +20,8 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from stages.common.sources import iter_unlabeled  # noqa: E402
+from stages.common.sandbox import REPO
+from stages.common.sources import iter_unlabeled
 
 
 def write_corpus(path: Path, copies: int) -> int:

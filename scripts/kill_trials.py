@@ -36,15 +36,10 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from stages.common.hashing import content_sha256
+from stages.common.sandbox import TRAINING_STAGES, longer_runs, stage_env, tiny_repository
+from stages.common.resume import is_complete_checkpoint
 
-from stages.common.hashing import content_sha256  # noqa: E402
-from stages.common.resume import is_complete_checkpoint  # noqa: E402
-from tests.conftest import stage_env, tiny_repository  # noqa: E402
-from tests.test_resume import longer_runs  # noqa: E402
-
-TRAINING_STAGES = ["pretrain_unsup", "pretrain_sup", "finetune"]
 RESUMED = re.compile(r"resuming from \S*checkpoint-(\d+)")
 
 
@@ -196,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     # prepare last: the training stages' inputs stay the reference's throughout their trials
-    for stage in [*[s for s in TRAINING_STAGES if s in args.stages], *(["prepare"] if "prepare" in args.stages else [])]:
+    chosen = [*[s for s in TRAINING_STAGES if s in args.stages], *(["prepare"] if "prepare" in args.stages else [])]
+    for stage in chosen:
         for trial in range(1, args.trials + 1):
             delay = rng.uniform(0.0, durations[stage])
             if stage == "prepare":

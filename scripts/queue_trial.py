@@ -35,10 +35,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.conftest import git, stage_env, tiny_repository  # noqa: E402
+from stages.common.sandbox import git, stage_env, tiny_repository
 
 TRAINING = {"pretrain_unsup", "pretrain_sup", "finetune"}
 # Final metrics each stage logs once (beside per-step histories), and the parent run's.
@@ -139,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--values", nargs="+", default=["0.5", "2.0", "1.5", "3.0", "0.25", "4.0"],
                         help="its value per experiment, in order (default: %(default)s)")
     parser.add_argument("--stages", nargs="*", default=[], help="dvc.yaml stages to run (default: the whole pipeline)")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds to wait for the queue (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="seconds to wait for the queue (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary repository and print its path")
     args = parser.parse_args(argv)
     if args.experiments > len(args.values):
@@ -161,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - began
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name(yaml.safe_load((repo / "params.yaml").read_text())["tracking"]["experiment"])
+    experiment_name = yaml.safe_load((repo / "params.yaml").read_text())["tracking"]["experiment"]
+    experiment = client.get_experiment_by_name(experiment_name)
     problems: list[str] = []
     totals = Counter()
     print(f"{args.experiments} queued experiments ({args.param} = {', '.join(args.values[:args.experiments])}), "
@@ -169,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         logs = dvc(repo, "queue", "logs", name, check=False)
         locked, tracking_off = logs.count("database is locked"), logs.count("tracking is off")
-        print(f"\n{name}: {statuses[name]}; in its log: {locked} 'database is locked', {tracking_off} 'tracking is off'")
+        print(f"\n{name}: {statuses[name]}; in its log: {locked} 'database is locked', "
+              f"{tracking_off} 'tracking is off'")
         if statuses[name] != "Success":
             problems.append(f"{name}: {statuses[name]}\n{logs[-3000:]}")
             continue

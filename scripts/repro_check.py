@@ -30,11 +30,7 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.conftest import copy_repository, stage_env, tiny_repository, write_tiny_data  # noqa: E402
-
+from stages.common.sandbox import REPO, copy_repository, stage_env, tiny_repository, write_tiny_data
 # Across machines, float results agree only to about 1e-7 (summation order in BLAS and threads,
 # CPU instruction sets); on one machine they are identical.
 ACROSS_MACHINES = 1e-5

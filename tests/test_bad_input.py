@@ -22,7 +22,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import TINY_PARAMS, copy_repository, run, stage_env
+from stages.common.sandbox import TINY_PARAMS, copy_repository, stage_env
+
+from .conftest import run
+
+pytestmark = pytest.mark.e2e
 
 OUTPUT_DIRS = ("data", "models", "metrics", "reports", "plots", "checkpoints")
 LABELED = Path("data/tiny/labeled.csv")

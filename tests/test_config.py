@@ -164,16 +164,16 @@ def test_tiny_profile_sets_every_key():
 
 def test_a_stage_reads_only_what_dvc_yaml_declares(monkeypatch):
     monkeypatch.chdir(REPO)
-    params = DeclaredParams(load_params(REPO / "params.yaml"), ["seed", "runtime", "evaluate", "pretrain_sup.max_steps"],
-                            "evaluate")
+    declared = ["seed", "runtime", "evaluate", "pretrain_sup.max_steps"]
+    params = DeclaredParams(load_params(REPO / "params.yaml"), declared, "evaluate")
     assert params.evaluate.batch_size == 64 and params.seed == 42
     assert params.tracking.experiment == "spt"  # where runs are logged changes no output
     assert params.pretrain_sup.max_steps == 160
     with pytest.raises(AttributeError, match="reads params 'finetune', which dvc.yaml stage 'evaluate' does not "
                                              "declare.*add 'finetune' to that stage's params in dvc.yaml"):
-        params.finetune
+        _ = params.finetune
     with pytest.raises(AttributeError, match="'pretrain_sup.batch_size'"):
-        params.pretrain_sup.batch_size
+        _ = params.pretrain_sup.batch_size
     assert params.declared() == {"seed": 42, "runtime": {"num_threads": 2, "dataloader_workers": 0,
                                                          "launch": "python"},
                                  "evaluate": {"batch_size": 64, "ece_bins": 10}, "pretrain_sup.max_steps": 160}

@@ -38,9 +38,10 @@ from stages.common.config import PretrainSupConfig, RuntimeConfig, TrainingConfi
 from stages.common.hashing import content_sha256
 from stages.common.model import BertForPackedMaskedLM, BertForSupervisedPretraining
 from stages.common.runtime import training_arguments
+from stages.common.sandbox import tiny_repository
 from stages.common.trainers import JointLossTrainer, StageTrainer
 
-from .conftest import run, tiny_repository
+from .conftest import run
 
 # --standalone: a free local port for the rendezvous, so concurrent runs do not collide.
 LAUNCH = "torchrun --standalone --nproc_per_node 2"
@@ -96,6 +97,7 @@ def repo(tmp_path_factory, tiny_data):
     return repo
 
 
+@pytest.mark.e2e
 def test_two_processes_train_like_one(repo):
     single, distributed = pipeline_runs(repo)[-2:]
     for stage in TRAINING_STAGES:
@@ -114,6 +116,7 @@ def test_two_processes_train_like_one(repo):
             assert two.data.metrics[key] == pytest.approx(one.data.metrics[key], rel=LOSS_TOLERANCE), key
 
 
+@pytest.mark.e2e
 def test_only_rank_zero_writes_and_logs(repo):
     log = (repo / "exp_run.log").read_text()
     assert sorted(re.findall(r"Running stage '([^']+)'", log)) == sorted(TRAINING_STAGES)

@@ -27,8 +27,9 @@ from stages.common.resume import (
     mark_complete,
     resumable_checkpoint,
 )
+from stages.common.sandbox import REPO, stage_env
 
-from .conftest import REPO, MlflowServer, run, stage_env
+from .conftest import MlflowServer, run
 
 
 def write_checkpoint(directory, step, files=("model", "optimizer", "scheduler", "rng", "state")):
@@ -107,6 +108,7 @@ def test_on_save_marks_the_checkpoint_the_trainer_just_wrote(tmp_path):
                         ("model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt", "trainer_state.json")}
 
 
+@pytest.mark.e2e
 def test_prepare_killed_mid_write_leaves_no_partial_output(tiny_repo):
     data = tiny_repo / "data"
     process = subprocess.Popen([sys.executable, "-m", "stages.prepare"], cwd=tiny_repo, env=stage_env(),
@@ -130,6 +132,7 @@ def test_prepare_killed_mid_write_leaves_no_partial_output(tiny_repo):
     assert not list(data.glob(".processed.partial-*"))  # the stale staging directory is gone too
 
 
+@pytest.mark.e2e
 def test_training_survives_the_tracking_server_dying(tiny_repo, tmp_path):
     import mlflow
 
@@ -211,7 +214,8 @@ def tiny_classifier_run(output_dir, kill_at_step=None):
     def pad(rows):
         width = max(len(row["input_ids"]) for row in rows)
         ids = torch.tensor([row["input_ids"] + [0] * (width - len(row["input_ids"])) for row in rows])
-        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": torch.tensor([r["label"] for r in rows])}
+        labels = torch.tensor([row["label"] for row in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": labels}
 
     model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                                      num_attention_heads=2, intermediate_size=32,
@@ -242,6 +246,7 @@ def test_resume_after_the_first_epoch_draws_the_same_length_grouped_order(tmp_pa
     assert all(torch.equal(reference[name], resumed[name]) for name in reference)
 
 
+@pytest.mark.e2e
 def test_two_queued_experiments_at_once_lose_no_run_and_no_metric():
     # scripts/queue_trial.py on prepare and pretrain_unsup: two experiments from `dvc queue start
     # -j 2` write to one SQLite store at the same time; it exits 1 on any lost run or metric point.

@@ -38,7 +38,8 @@ def test_one_name_per_stage():
         assert stages[stage]["matrix"]["seed"] == "${study.seeds}"
         assert {paths.dvc_stage(module, variant) for variant in stages[stage]["matrix"]["variant"]} == {stage}
     # every arm is finetuned by exactly one matrix stage and evaluated
-    finetuned = [v for s in ("study_finetune", "study_baseline", "study_matched") for v in stages[s]["matrix"]["variant"]]
+    finetuned = [variant for stage in ("study_finetune", "study_baseline", "study_matched")
+                 for variant in stages[stage]["matrix"]["variant"]]
     assert sorted(finetuned) == sorted(paths.STUDY_VARIANTS) == sorted(stages["study_evaluate"]["matrix"]["variant"])
     assert stages["study_pretrain"]["matrix"]["variant"] == list(paths.PRETRAINED_ARMS)
     for stage, spec in dvc_stages().items():
@@ -98,7 +99,8 @@ def test_study_paths_match_the_paths_module():
     assert names(stages["study_evaluate"]["outs"]) == [str(paths.plots_dir("evaluate", run))]
     assert names(stages["study_evaluate"]["metrics"]) == [str(paths.metrics_file("evaluate", run))]
     assert str(paths.model_dir("finetune", run)) in stages["study_evaluate"]["deps"]
-    assert names(stages["compare"]["outs"]) == [str(paths.REPORT), "reports/compare.png", str(paths.plots_dir("compare"))]
+    assert names(stages["compare"]["outs"]) == [str(paths.REPORT), "reports/compare.png",
+                                                str(paths.plots_dir("compare"))]
     assert names(stages["compare"]["metrics"]) == [str(paths.metrics_file("compare"))]
 
 

@@ -3,14 +3,18 @@
 import csv
 import json
 import re
+import shutil
 
 import pytest
 import yaml
 from transformers import pipeline
 
 from stages.common.hashing import content_sha256
+from stages.common.sandbox import tiny_repository
 
-from .conftest import run, tiny_repository
+from .conftest import run
+
+pytestmark = pytest.mark.e2e
 
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 ARMS = ["spt", "tapt", "baseline", "baseline_matched", "baseline_flops"]
@@ -31,10 +35,19 @@ def lock_outputs(repo) -> dict:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_data):
+    """The tiny pipeline, run once. Tests on it only read: a test that runs DVC again takes :func:`own_repo`."""
     repo = tiny_repository(tmp_path_factory.mktemp("pipeline") / "repo", tiny_data)
     result = run(repo, "dvc", "repro")
     assert sorted(ran_stages(result.stdout)) == sorted(STAGES + STUDY)
     return repo
+
+
+@pytest.fixture
+def own_repo(repo, tmp_path):
+    """A copy of the built repository (outputs, DVC cache, git) for one test to change, with an empty
+    MLflow store: the shared one stays as the first `dvc repro` left it, whatever order tests run in."""
+    return shutil.copytree(repo, tmp_path / "repo", symlinks=True,
+                           ignore=shutil.ignore_patterns("mlflow.db*", "mlartifacts"))
 
 
 def test_every_stage_wrote_its_outputs(repo):
@@ -106,17 +119,17 @@ def test_registered_model_predicts_through_pyfunc(repo):
     assert set(predictions["label"]) <= {"fresh", "rotten"} and len(predictions) == 2
 
 
-def test_forced_rerun_is_byte_identical(repo):
-    before = lock_outputs(repo)
-    run(repo, "dvc", "repro", "--force")
-    assert lock_outputs(repo) == before
+def test_forced_rerun_is_byte_identical(own_repo):
+    before = lock_outputs(own_repo)
+    run(own_repo, "dvc", "repro", "--force")
+    assert lock_outputs(own_repo) == before
 
 
-def test_changing_lambda_reruns_only_the_stages_after_it(repo):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+def test_changing_lambda_reruns_only_the_stages_after_it(own_repo):
+    params = yaml.safe_load((own_repo / "params.yaml").read_text())
     params["pretrain_sup"]["lambda"] = 0.5
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run(repo, "dvc", "repro")
+    (own_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run(own_repo, "dvc", "repro")
     # tapt's pretraining also reads pretrain_sup (its budget and schedule) but its outputs do not
     # change with lambda: DVC reruns it and then skips finetuning it again (same outputs)
     rerun = ["pretrain_sup", "finetune", "evaluate", "study_pretrain@spt-7", "study_pretrain@tapt-7",
@@ -124,9 +137,10 @@ def test_changing_lambda_reruns_only_the_stages_after_it(repo):
              "study_evaluate@spt-7", "study_evaluate@baseline_matched-7", "study_evaluate@baseline_flops-7", "compare"]
     ran = ran_stages(result.stdout)
     assert sorted(ran) == sorted(rerun)  # never prepare, pretrain_unsup, tapt's finetuning or the plain baseline
-    _, runs = mlflow_runs(repo)
-    newest_parent = [r for r in runs if r.data.tags["stage"] == "pipeline"][-1]
-    children = [r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == newest_parent.info.run_id]
+    _, runs = mlflow_runs(own_repo)
+    parents = [r for r in runs if r.data.tags["stage"] == "pipeline"]
+    assert len(parents) == 1  # the store of this copy started empty
+    children = [r.data.tags["stage"] for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(children) == sorted(["pretrain_sup"] * 3 + ["finetune"] * 4 + ["evaluate"] * 4 + ["compare"])
 
 

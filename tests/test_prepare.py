@@ -17,7 +17,7 @@ from stages.common.config import load_params
 from stages.common.errors import DataError
 from stages.common.splits import normalize_text
 from stages.common.tokenization import train_wordpiece
-from tests.conftest import TINY_PARAMS
+from stages.common.sandbox import TINY_PARAMS
 
 
 def run_prepare(repo, monkeypatch, **changes):

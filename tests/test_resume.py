@@ -6,23 +6,13 @@ import sys
 import time
 
 import pytest
-import yaml
 
 from stages.common.resume import COMPLETE_FILE
+from stages.common.sandbox import TRAINING_STAGES, longer_runs, stage_env, tiny_repository
 
-from .conftest import run, stage_env, tiny_repository
+from .conftest import run
 
-STAGES_TO_KILL = ["pretrain_unsup", "pretrain_sup", "finetune"]
-
-
-def longer_runs(repo):
-    """Enough steps, and a model large enough, that a kill lands mid-run."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["model"]["scratch"].update(hidden_size=64, intermediate_size=128)
-    for stage in STAGES_TO_KILL:
-        params[stage].update(max_steps=30, save_steps=10, batch_size=16)
-    params["finetune"]["early_stopping_patience"] = None
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+pytestmark = pytest.mark.e2e
 
 
 def kill_after_first_checkpoint(repo, stage):
@@ -46,7 +36,7 @@ def trained_repo(tmp_path_factory, tiny_data):
     return repo
 
 
-@pytest.mark.parametrize("stage", STAGES_TO_KILL)
+@pytest.mark.parametrize("stage", TRAINING_STAGES)
 def test_killed_stage_resumes_to_identical_weights(trained_repo, stage):
     weights = trained_repo / "models" / stage / "model.safetensors"
     reference = weights.read_bytes()

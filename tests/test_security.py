@@ -1,7 +1,15 @@
 """No pickles, no remote code, no listening beyond loopback."""
 
+import json
+import os
+import pickle
 import re
 from pathlib import Path
+
+import pytest
+
+from stages.common.errors import ModelError
+from stages.common.model_source import check_bert_config
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / "stages").rglob("*.py"))
@@ -15,7 +23,25 @@ def test_nothing_loads_a_pickle_or_runs_remote_code():
             assert "weights_only=True" in call, f"{path}: {call}"
         assert not re.search(r"^\s*(import pickle|from pickle|import dill|import joblib)", text, re.M), path
         assert "pickle.load" not in text and "trust_remote_code=True" not in text, path
-        assert "pytorch_model.bin" not in text or "refused" in text, path
+
+
+class _MakesADirectoryWhenUnpickled:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.marker),)
+
+
+def test_pickled_weights_are_refused_unopened(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    marker = tmp_path / "unpickled"
+    (model / "pytorch_model.bin").write_bytes(pickle.dumps(_MakesADirectoryWhenUnpickled(marker)))
+    with pytest.raises(ModelError, match=r"pickled weights \(pytorch_model.bin\) are refused"):
+        check_bert_config(model, "my-model")
+    assert not marker.exists()
 
 
 def test_ui_binds_to_loopback_only():

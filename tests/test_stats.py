@@ -11,7 +11,7 @@ def test_macro_f1_batch_matches_sklearn():
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 3, size=(5, 200))
     predictions = rng.integers(0, 3, size=(5, 200))
-    expected = [f1_score(l, p, average="macro") for l, p in zip(labels, predictions)]
+    expected = [f1_score(truth, guess, average="macro") for truth, guess in zip(labels, predictions)]
     assert macro_f1_batch(labels, predictions, 3) == pytest.approx(expected)
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from stages.common.config import DeclaredParams, load_params
+from stages.common.sandbox import TINY_PARAMS, git, stage_env
 from stages.common.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, flatten, stage_run
 
-from .conftest import TINY_PARAMS, free_port, git, run, stage_env
+from .conftest import free_port, run
 
 
 def stage(repo: Path, name: str, **env: str) -> subprocess.CompletedProcess:
@@ -23,6 +24,7 @@ def test_flatten_keeps_every_param():
     assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": None, "e": "[1, 2]"}
 
 
+@pytest.mark.e2e
 def test_stage_logs_to_a_real_server(tiny_repo, mlflow_server):
     import mlflow
 
@@ -49,6 +51,7 @@ def test_stage_logs_to_a_real_server(tiny_repo, mlflow_server):
     assert json.loads(inputs["labeled/test"].dataset.source) == {"uri": "data/processed/labeled/test"}
 
 
+@pytest.mark.e2e
 def test_unreachable_server_stops_before_any_work(tiny_repo):
     dead = f"http://127.0.0.1:{free_port()}"
     result = stage(tiny_repo, "prepare", MLFLOW_TRACKING_URI=dead)
@@ -57,6 +60,7 @@ def test_unreachable_server_stops_before_any_work(tiny_repo):
     assert not (tiny_repo / "data" / "processed").exists()
 
 
+@pytest.mark.e2e
 def test_optional_tracking_continues_without_the_server(tiny_repo):
     params = (tiny_repo / "params.yaml").read_text().replace("required: true", "required: false")
     (tiny_repo / "params.yaml").write_text(params)
@@ -66,6 +70,7 @@ def test_optional_tracking_continues_without_the_server(tiny_repo):
     assert (tiny_repo / "metrics" / "prepare.json").is_file()
 
 
+@pytest.mark.e2e
 def test_temp_experiment_lands_in_the_repository_store(tiny_repo):
     import mlflow
 
