@@ -3,7 +3,9 @@
 import yaml
 
 from scripts.lock_check import check, stale_commands, stale_dependencies
-from tests.conftest import git, run
+from stages.common.sandbox import git
+
+from .conftest import run
 
 PIPELINE = {"stages": {
     "first": {"cmd": "cp stages/first.py first.out", "deps": ["stages/first.py"], "params": ["seed", "first.size"],
