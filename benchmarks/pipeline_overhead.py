@@ -26,7 +26,12 @@ import yaml
 
 from stages.common.sandbox import stage_env, tiny_repository
 
-EXPECTED_AFTER_LAMBDA = ["pretrain_sup", "finetune", "evaluate", "study_spt@7", "study_evaluate@spt-7", "compare"]
+# lambda changes SPT's pretraining, its finetuning and what the matched baselines match; tapt's pretraining
+# reads the pretrain_sup section too (its budget), reruns, and gives the same bytes
+EXPECTED_AFTER_LAMBDA = ["pretrain_sup", "finetune", "evaluate", "study_pretrain@spt-7", "study_pretrain@tapt-7",
+                         "study_finetune@spt-7", "study_matched@baseline_matched-7", "study_matched@baseline_flops-7",
+                         "study_evaluate@spt-7", "study_evaluate@baseline_matched-7",
+                         "study_evaluate@baseline_flops-7", "compare"]
 
 
 def timed(repo: Path, *command: str) -> tuple[float, str]:

@@ -33,13 +33,14 @@ STAGE = "compare"
 ARMS = paths.STUDY_VARIANTS
 VERDICT_LEVEL = 0.95
 FIGURE = Path("reports/compare.png")
+TIMINGS = Path("reports/timings.md")  # seconds: not a DVC output (see timings_report)
 VARIED_BY_SEED = ["study_pretrain (spt, tapt)", "study_finetune", "study_baseline", "study_matched"]
 SHARED = ["prepare", "pretrain_unsup"]
 
 
 def read_run(variant: str, seed: int) -> dict:
     """Test predictions and scores, the validation curve and the training compute of one study run."""
-    run = paths.study_run(variant, seed)
+    run = paths.study_run_name(variant, seed)
     try:
         scores = json.loads(paths.metrics_file("evaluate", run).read_text())
         finetune = json.loads(paths.metrics_file("finetune", run).read_text())
@@ -193,9 +194,36 @@ def report(summary: dict) -> str:
         lines.append(f"| {name.replace('_minus_', ' − ')} | {cells[0]} | {cells[1]} |")
     lines += ["", "## What holds on this data", ""] + [f"- {line}" for line in verdicts(summary)]
     lines += ["", f"![validation macro-F1 against training compute]({FIGURE.name})", "",
-              "Steps and FLOPs, not seconds, measure time here: they are reproducible. Each run's wall-clock "
-              "`train_runtime` is in MLflow.", ""]
+              "Steps and FLOPs, not seconds, measure time here: they are reproducible. Wall-clock seconds per "
+              f"arm are in `{TIMINGS.name}` beside this report (not a DVC output: they vary) and in MLflow.", ""]
     return "\n".join(lines)
+
+
+def timings_report(seeds: list[int]) -> tuple[str, dict[str, float]]:
+    """reports/timings.md: wall-clock training seconds per arm (mean over seeds), from timings/.
+
+    Not a DVC output and not hashed by the reproducibility gate: seconds differ from run to run and
+    machine to machine. Runs whose timings are missing (e.g. trained in another workspace) are left out.
+    """
+    lines = ["# Wall-clock training time (seconds; varies from run to run, not hashed by DVC)", "",
+             "| arm | pretraining s | finetuning s | total s | seeds timed |", "|---|---|---|---|---|"]
+    means: dict[str, float] = {}
+    for variant in ARMS:
+        totals, parts = [], {"pretrain_sup": [], "finetune": []}
+        for seed in seeds:
+            run = paths.study_run_name(variant, seed)
+            stages = ["pretrain_sup", "finetune"] if variant in paths.PRETRAINED_ARMS else ["finetune"]
+            files = [paths.timing_file(stage, run) for stage in stages]
+            if all(file.is_file() for file in files):
+                seconds = [json.loads(file.read_text())["train_runtime"] for file in files]
+                for stage, value in zip(stages, seconds):
+                    parts[stage].append(value)
+                totals.append(sum(seconds))
+        if totals:
+            means[f"{variant}_train_seconds"] = float(np.mean(totals))
+            cells = [f"{np.mean(parts[stage]):.0f}" if parts[stage] else "–" for stage in ("pretrain_sup", "finetune")]
+            lines.append(f"| {variant} | {cells[0]} | {cells[1]} | {np.mean(totals):.0f} | {len(totals)} |")
+    return "\n".join(lines) + "\n", means
 
 
 def write_curves(runs: dict[str, list[dict]], seeds: list[int], directory: Path) -> None:
@@ -212,10 +240,10 @@ def write_curves(runs: dict[str, list[dict]], seeds: list[int], directory: Path)
 
 def main(params) -> None:
     from stages.common.figures import study_curves
-    from stages.common.tracking import stage_run
+    from stages.common.tracking import tracked_run
 
     study = params.study
-    with stage_run(STAGE, params) as tracker:
+    with tracked_run(STAGE, params) as tracker:
         runs = {v: [read_run(v, s) for s in study.seeds] for v in ARMS}
         summary = summarize(runs, study.seeds, study, params.seed)
         write_json(paths.metrics_file(STAGE), summary)
@@ -227,8 +255,12 @@ def main(params) -> None:
         flat = {f"{v}_{k}": value for v, row in summary["variants"].items() for k, value in row.items()
                 if isinstance(value, float)}
         flat.update({f"{name}_{m}": d[m]["diff"] for name, d in summary["differences"].items() for m in d})
-        tracker.log_metrics(flat)
-        tracker.log_to_parent(flat)
+        timings, seconds = timings_report(study.seeds)
+        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+        TIMINGS.write_text(timings, encoding="utf-8")
+        tracker.log_metrics({**flat, **seconds})
+        tracker.log_to_parent({**flat, **seconds})
+        tracker.log_artifact(TIMINGS)
         tracker.log_artifact(paths.REPORT)
         tracker.log_artifact(FIGURE, "plots")
 

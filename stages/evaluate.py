@@ -75,12 +75,12 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.hashing import content_sha256
     from stages.common.metrics import classification_report
     from stages.common.runtime import configure_runtime
-    from stages.common.tracking import stage_run
+    from stages.common.tracking import tracked_run
 
-    run = paths.study_run(variant, seed) if variant else None
+    run = paths.study_run_name(variant, seed) if variant else None
     configure_runtime(params.runtime, params.seed)
     model_dir = paths.model_dir(MODEL, run)
-    with stage_run(STAGE, params) as tracker:
+    with tracked_run(STAGE, params) as tracker:
         model_hash = verify_checkpoint(model_dir, MODEL)
         tracker.set_tags({"input_checkpoint_sha256": model_hash, "study_run": run or "main"})
         test = datasets.load_from_disk(str(paths.LABELED))["test"]

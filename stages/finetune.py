@@ -60,13 +60,13 @@ def study_settings(params, variant: str | None, seed: int | None):
         return cfg, params.seed, paths.model_dir(cfg.init_from)
     if variant in paths.PRETRAINED_ARMS:
         return cfg.model_copy(update={"init_from": "pretrain_sup"}), seed, \
-            paths.model_dir("pretrain_sup", paths.study_run(variant, seed))
+            paths.model_dir("pretrain_sup", paths.study_run_name(variant, seed))
     cfg = cfg.model_copy(update={"init_from": "pretrain_unsup"})
     if variant != "baseline":
         import datasets
 
         train = datasets.load_from_disk(str(paths.LABELED))["train"]
-        spt_pretraining = json.loads(paths.metrics_file("pretrain_sup", paths.study_run("spt", seed)).read_text())
+        spt_pretraining = json.loads(paths.metrics_file("pretrain_sup", paths.study_run_name("spt", seed)).read_text())
         if variant == "baseline_matched":
             extra = matched_extra_steps(spt_pretraining, cfg)
         else:
@@ -115,7 +115,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.hashing import content_sha256
     from stages.common.metrics import classification_scores
     from stages.common.runtime import configure_runtime, training_arguments
-    from stages.common.tracking import stage_run
+    from stages.common.tracking import tracked_run
     from stages.common.trainers import StageTrainer
     from stages.common.training_run import (
         begin_training,
@@ -124,9 +124,9 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     )
 
     cfg, seed, init_dir = study_settings(params, variant, seed)
-    study_run = paths.study_run(variant, seed) if variant else None
+    study_run = paths.study_run_name(variant, seed) if variant else None
     configure_runtime(params.runtime, seed)
-    with stage_run(STAGE, params, system_metrics=True) as tracker:
+    with tracked_run(STAGE, params, system_metrics=True) as tracker:
         producer = f"study_pretrain@{study_run}" if variant in paths.PRETRAINED_ARMS else cfg.init_from
         init_hash = verify_checkpoint(init_dir, producer)
         label_map = json.loads(paths.LABEL_MAP.read_text())

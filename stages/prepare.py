@@ -37,13 +37,13 @@ from stages.common.splits import (
     split_labeled,
     text_key,
 )
-from stages.common.tracking import dataset_name, stage_run
+from stages.common.tracking import dataset_name, tracked_run
 
 STAGE = "prepare"
 PERCENTILES = (50, 90, 95, 99)
 
 
-def run(params, output_dir: Path, work_dir: Path) -> dict:
+def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
     """Build everything under ``output_dir``; return the data report. ``work_dir`` holds caches."""
     import datasets
 
@@ -199,12 +199,12 @@ def main(params) -> None:
     # datasets would otherwise cache every map/cast beside its inputs; prepare writes only its outputs
     datasets.disable_caching()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    with stage_run(STAGE, params) as tracker:
+    with tracked_run(STAGE, params) as tracker:
         work_dir = Path(tempfile.mkdtemp(prefix="prepare-"))
         try:
             with atomic_output(paths.PROCESSED) as staging:
                 staging.mkdir()
-                report = run(params, staging, work_dir)
+                report = build_processed(params, staging, work_dir)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         write_json(paths.DATA_REPORT, report)

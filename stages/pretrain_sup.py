@@ -72,7 +72,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.metrics import classification_scores
     from stages.common.model import BertForSupervisedPretraining
     from stages.common.runtime import configure_runtime, training_arguments
-    from stages.common.tracking import stage_run
+    from stages.common.tracking import tracked_run
     from stages.common.trainers import EpochCallback, JointLossTrainer, last_logged
     from stages.common.training_run import (
         begin_training,
@@ -81,9 +81,9 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     )
 
     cfg, seed = study_settings(params, variant, seed)
-    study_run = paths.study_run(variant, seed) if variant else None
+    study_run = paths.study_run_name(variant, seed) if variant else None
     configure_runtime(params.runtime, seed)
-    with stage_run(STAGE, params, system_metrics=True) as tracker:
+    with tracked_run(STAGE, params, system_metrics=True) as tracker:
         init_hash = verify_checkpoint(paths.model_dir(INIT), INIT)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))

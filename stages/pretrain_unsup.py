@@ -63,7 +63,7 @@ def main(params) -> None:
     from stages.common.hashing import content_sha256
     from stages.common.model import masked_predictions
     from stages.common.runtime import configure_runtime, training_arguments
-    from stages.common.tracking import stage_run
+    from stages.common.tracking import tracked_run
     from stages.common.trainers import (
         EpochCallback,
         HeadWarmup,
@@ -74,7 +74,7 @@ def main(params) -> None:
 
     cfg = params.pretrain_unsup
     configure_runtime(params.runtime, params.seed)
-    with stage_run(STAGE, params, system_metrics=True) as tracker:
+    with tracked_run(STAGE, params, system_metrics=True) as tracker:
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
         corpus = with_example_ids(datasets.load_from_disk(str(paths.CORPUS)))
         held_out = with_example_ids(datasets.load_from_disk(str(paths.LABELED))["validation"])

@@ -24,7 +24,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
-def run(cwd: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
+def run_command(cwd: Path, *command: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command in ``cwd`` with :func:`stage_env`; fail with its output unless ``check`` is off."""
     result = subprocess.run(command, cwd=cwd, env=stage_env(), capture_output=True, text=True)
     if check and result.returncode != 0:

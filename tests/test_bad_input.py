@@ -24,7 +24,7 @@ import yaml
 
 from stages.common.sandbox import TINY_PARAMS, copy_repository, stage_env
 
-from .conftest import run
+from .conftest import run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +44,7 @@ def trained(tmp_path_factory, tiny_data) -> Path:
     repo = copy_repository(tmp_path_factory.mktemp("bad-input") / "repo")
     shutil.copy(TINY_PARAMS, repo / "params.yaml")
     shutil.copytree(tiny_data, repo / "data" / "tiny")
-    run(repo, "dvc", "repro", "pretrain_unsup")
+    run_command(repo, "dvc", "repro", "pretrain_unsup")
     write_small_bert(repo / SMALL_BERT)
     return repo
 

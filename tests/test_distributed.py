@@ -41,7 +41,7 @@ from stages.common.runtime import training_arguments
 from stages.common.sandbox import tiny_repository
 from stages.common.trainers import JointLossTrainer, StageTrainer
 
-from .conftest import run
+from .conftest import run_command
 
 # --standalone: a free local port for the rendezvous, so concurrent runs do not collide.
 LAUNCH = "torchrun --standalone --nproc_per_node 2"
@@ -89,10 +89,11 @@ def repo(tmp_path_factory, tiny_data):
     repo = tiny_repository(tmp_path_factory.mktemp("distributed") / "repo", tiny_data)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["runtime"]["launch"] == "python"
-    run(repo, "dvc", "repro", "finetune")
+    run_command(repo, "dvc", "repro", "finetune")
     per_process = {stage: params[stage]["batch_size"] // PROCESSES for stage in TRAINING_STAGES}
     settings = [f"runtime.launch={LAUNCH}", *[f"{stage}.batch_size={size}" for stage, size in per_process.items()]]
-    result = run(repo, "dvc", "exp", "run", *[arg for setting in settings for arg in ("-S", setting)], "finetune")
+    flags = [arg for setting in settings for arg in ("-S", setting)]
+    result = run_command(repo, "dvc", "exp", "run", *flags, "finetune")
     repo.joinpath("exp_run.log").write_text(result.stdout + result.stderr)
     return repo
 
@@ -135,7 +136,7 @@ def test_only_rank_zero_writes_and_logs(repo):
         assert metrics["steps"] == yaml.safe_load((repo / "params.yaml").read_text())[stage]["max_steps"]
     # no half-written output left beside any target, and the outputs are the ones dvc.lock records
     assert not [str(p) for p in repo.rglob(".*.partial-*")]
-    assert "up to date" in run(repo, "dvc", "status", "finetune").stdout
+    assert "up to date" in run_command(repo, "dvc", "status", "finetune").stdout
 
 
 # --------------------------------------------------------------------------------------------

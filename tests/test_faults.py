@@ -29,7 +29,7 @@ from stages.common.resume import (
 )
 from stages.common.sandbox import REPO, stage_env
 
-from .conftest import MlflowServer, run
+from .conftest import MlflowServer, run_command
 
 
 def write_checkpoint(directory, step, files=("model", "optimizer", "scheduler", "rng", "state")):
@@ -127,7 +127,7 @@ def test_prepare_killed_mid_write_leaves_no_partial_output(tiny_repo):
     assert staged, "killed before prepare started writing"
 
     assert not (data / "processed").exists()  # nothing half-written where the next stage reads
-    run(tiny_repo, sys.executable, "-m", "stages.prepare")
+    run_command(tiny_repo, sys.executable, "-m", "stages.prepare")
     assert json.loads((data / "processed" / "label_map.json").read_text())["label2id"] == {"fresh": 0, "rotten": 1}
     assert not list(data.glob(".processed.partial-*"))  # the stale staging directory is gone too
 
@@ -143,7 +143,7 @@ def test_training_survives_the_tracking_server_dying(tiny_repo, tmp_path):
     server = MlflowServer(tmp_path / "server")  # starts while prepare runs (into the repo's own store)
     process = None
     try:
-        run(tiny_repo, sys.executable, "-m", "stages.prepare")
+        run_command(tiny_repo, sys.executable, "-m", "stages.prepare")
         server.wait_ready()
         log = tmp_path / "stage.log"
         with open(log, "w") as stderr:

@@ -5,7 +5,7 @@ import yaml
 from scripts.lock_check import check, stale_commands, stale_dependencies
 from stages.common.sandbox import git
 
-from .conftest import run
+from .conftest import run_command
 
 PIPELINE = {"stages": {
     "first": {"cmd": "cp stages/first.py first.out", "deps": ["stages/first.py"], "params": ["seed", "first.size"],
@@ -23,8 +23,8 @@ def locked_repository(root):
     (root / "dvc.yaml").write_text(yaml.safe_dump(PIPELINE))
     (root / "params.yaml").write_text(yaml.safe_dump(PARAMS))
     git(root, "init", "-q")
-    run(root, "dvc", "init", "-q")
-    run(root, "dvc", "repro", "-q")
+    run_command(root, "dvc", "init", "-q")
+    run_command(root, "dvc", "repro", "-q")
     return root
 
 

@@ -61,16 +61,28 @@ def test_one_name_per_stage():
 def test_outputs_match_the_paths_module():
     stages = dvc_stages()
     assert names(stages["prepare"]["outs"]) == [str(paths.PROCESSED), str(paths.DATA_REPORT),
-                                             str(paths.plots_dir("prepare"))]
+                                             str(paths.plots_dir("prepare")), str(paths.metrics_file("prepare"))]
     assert stages["prepare"]["outs"][1][str(paths.DATA_REPORT)] == {"cache": False}
     for stage in paths.TRAINING_STAGES:
         outs = stages[stage]["outs"]
         assert names(outs) == [str(paths.model_dir(stage)), str(paths.checkpoint_dir(stage)),
-                               str(paths.plots_dir(stage))]
+                               str(paths.plots_dir(stage)), str(paths.metrics_file(stage))]
         assert outs[1][str(paths.checkpoint_dir(stage))] == {"persist": True, "cache": False}
     for stage in STAGES:
-        assert names(stages[stage]["metrics"]) == [str(paths.metrics_file(stage))]
+        assert names(stages[stage]["outs"])[-1] == str(paths.metrics_file(stage))
+        assert stages[stage]["outs"][-1][str(paths.metrics_file(stage))] == {"cache": False}
         assert f"stages/{stage}.py" in stages[stage]["deps"]
+
+
+def test_dvc_exp_show_starts_with_the_result():
+    """Metrics are declared once, at the top level, in the order `dvc exp show` lists them."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    assert spec["metrics"][:2] == [str(paths.metrics_file("evaluate")), str(paths.metrics_file("compare"))]
+    assert not any("metrics" in stage for stage in spec["stages"].values())
+    declared = {name for stage in spec["stages"].values() for name in names(stage["outs"])
+                if name.startswith("metrics/")}
+    covered = set(spec["metrics"])
+    assert all(any(name == entry or name.startswith(entry + "/") for entry in covered) for name in declared)
 
 
 def test_checkpoints_flow_forward():
@@ -89,19 +101,17 @@ def test_study_paths_match_the_paths_module():
             continue
         assert names(stages[stage]["outs"]) == [
             str(paths.model_dir(module, run)), str(paths.checkpoint_dir(module, run)),
-            str(paths.plots_dir(module, run))]
-        assert names(stages[stage]["metrics"]) == [str(paths.metrics_file(module, run))]
+            str(paths.plots_dir(module, run)), str(paths.metrics_file(module, run))]
     assert str(paths.model_dir("pretrain_sup", run)) in stages["study_finetune"]["deps"]
     for stage in ("study_baseline", "study_matched"):
         assert str(paths.model_dir("pretrain_unsup")) in stages[stage]["deps"]
         assert not any("pretrain_sup" in dep and "metrics" not in dep for dep in stages[stage]["deps"])
     assert str(paths.metrics_file("pretrain_sup", "spt-${item.seed}")) in stages["study_matched"]["deps"]
-    assert names(stages["study_evaluate"]["outs"]) == [str(paths.plots_dir("evaluate", run))]
-    assert names(stages["study_evaluate"]["metrics"]) == [str(paths.metrics_file("evaluate", run))]
+    assert names(stages["study_evaluate"]["outs"]) == [str(paths.plots_dir("evaluate", run)),
+                                                       str(paths.metrics_file("evaluate", run))]
     assert str(paths.model_dir("finetune", run)) in stages["study_evaluate"]["deps"]
     assert names(stages["compare"]["outs"]) == [str(paths.REPORT), "reports/compare.png",
-                                                str(paths.plots_dir("compare"))]
-    assert names(stages["compare"]["metrics"]) == [str(paths.metrics_file("compare"))]
+                                                str(paths.plots_dir("compare")), str(paths.metrics_file("compare"))]
 
 
 def test_stage_params_cover_what_the_config_defines():

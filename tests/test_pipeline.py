@@ -12,7 +12,7 @@ from transformers import pipeline
 from stages.common.hashing import content_sha256
 from stages.common.sandbox import tiny_repository
 
-from .conftest import run
+from .conftest import run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,7 @@ def lock_outputs(repo) -> dict:
 def repo(tmp_path_factory, tiny_data):
     """The tiny pipeline, run once. Tests on it only read: a test that runs DVC again takes :func:`own_repo`."""
     repo = tiny_repository(tmp_path_factory.mktemp("pipeline") / "repo", tiny_data)
-    result = run(repo, "dvc", "repro")
+    result = run_command(repo, "dvc", "repro")
     assert sorted(ran_stages(result.stdout)) == sorted(STAGES + STUDY)
     return repo
 
@@ -52,7 +52,7 @@ def own_repo(repo, tmp_path):
 
 def test_every_stage_wrote_its_outputs(repo):
     # later stages only read their inputs: nothing upstream changed under DVC's feet
-    assert "up to date" in run(repo, "dvc", "status").stdout
+    assert "up to date" in run_command(repo, "dvc", "status").stdout
     for stage in ("pretrain_unsup", "pretrain_sup", "finetune"):
         assert (repo / "models" / stage / "model.safetensors").is_file()
         assert [p.name for p in (repo / "checkpoints" / stage).iterdir()] == ["fingerprint"]
@@ -121,7 +121,7 @@ def test_registered_model_predicts_through_pyfunc(repo):
 
 def test_forced_rerun_is_byte_identical(own_repo):
     before = lock_outputs(own_repo)
-    run(own_repo, "dvc", "repro", "--force")
+    run_command(own_repo, "dvc", "repro", "--force")
     assert lock_outputs(own_repo) == before
 
 
@@ -129,7 +129,7 @@ def test_changing_lambda_reruns_only_the_stages_after_it(own_repo):
     params = yaml.safe_load((own_repo / "params.yaml").read_text())
     params["pretrain_sup"]["lambda"] = 0.5
     (own_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run(own_repo, "dvc", "repro")
+    result = run_command(own_repo, "dvc", "repro")
     # tapt's pretraining also reads pretrain_sup (its budget and schedule) but its outputs do not
     # change with lambda: DVC reruns it and then skips finetuning it again (same outputs)
     rerun = ["pretrain_sup", "finetune", "evaluate", "study_pretrain@spt-7", "study_pretrain@tapt-7",

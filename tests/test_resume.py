@@ -10,7 +10,7 @@ import pytest
 from stages.common.resume import COMPLETE_FILE
 from stages.common.sandbox import TRAINING_STAGES, longer_runs, stage_env, tiny_repository
 
-from .conftest import run
+from .conftest import run_command
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def trained_repo(tmp_path_factory, tiny_data):
     """The tiny pipeline up to finetune, uninterrupted: the reference weights."""
     repo = tiny_repository(tmp_path_factory.mktemp("resume") / "repo", tiny_data)
     longer_runs(repo)
-    run(repo, "dvc", "repro", "finetune")
+    run_command(repo, "dvc", "repro", "finetune")
     return repo
 
 
@@ -45,7 +45,7 @@ def test_killed_stage_resumes_to_identical_weights(trained_repo, stage):
     weights.unlink()
     kill_after_first_checkpoint(trained_repo, stage)
     assert not weights.exists()  # nothing half-written where the next stage would read it
-    resumed = run(trained_repo, sys.executable, "-m", f"stages.{stage}")
+    resumed = run_command(trained_repo, sys.executable, "-m", f"stages.{stage}")
     assert "resuming from checkpoints" in resumed.stderr
     assert weights.read_bytes() == reference
     # the metrics and the learning curves keep what was logged before the kill
@@ -70,6 +70,6 @@ def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes(trained_repo):
     saved = sorted(int(p.name.split("-")[1]) for p in (trained_repo / "checkpoints" / stage).glob("checkpoint-*"))
     assert saved and saved[-1] > 10  # a checkpoint at the step where Ctrl-C landed, not only the periodic one
     assert not weights.exists()
-    resumed = run(trained_repo, sys.executable, "-m", f"stages.{stage}")
+    resumed = run_command(trained_repo, sys.executable, "-m", f"stages.{stage}")
     assert f"resuming from checkpoints/{stage}/checkpoint-{saved[-1]}" in resumed.stderr
     assert weights.read_bytes() == reference

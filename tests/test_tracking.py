@@ -10,9 +10,9 @@ import pytest
 
 from stages.common.config import DeclaredParams, load_params
 from stages.common.sandbox import TINY_PARAMS, git, stage_env
-from stages.common.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, flatten, stage_run
+from stages.common.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, flatten, tracked_run
 
-from .conftest import free_port, run
+from .conftest import free_port, run_command
 
 
 def stage(repo: Path, name: str, **env: str) -> subprocess.CompletedProcess:
@@ -76,7 +76,7 @@ def test_temp_experiment_lands_in_the_repository_store(tiny_repo):
 
     git(tiny_repo, "add", "-A")  # a temp experiment sees committed files only
     git(tiny_repo, "commit", "-qm", "tiny data")
-    run(tiny_repo, "dvc", "exp", "run", "--temp", "-n", "tmp-exp", "-S", "prepare.val_fraction=0.25", "prepare")
+    run_command(tiny_repo, "dvc", "exp", "run", "--temp", "-n", "tmp-exp", "-S", "prepare.val_fraction=0.25", "prepare")
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tiny_repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("spt-tests")
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.stage = 'prepare'")
@@ -111,7 +111,7 @@ def runs_by_stage(client) -> dict:
 def test_pipeline_run_spans_its_stages(store):
     client, params = store
     for stage in ("prepare", "pretrain_unsup"):
-        with stage_run(stage, DeclaredParams(params, ["seed"], stage)) as tracker:
+        with tracked_run(stage, DeclaredParams(params, ["seed"], stage)) as tracker:
             assert tracker.active
             time.sleep(0.5)
     runs = {stage: run.info for stage, run in runs_by_stage(client).items()}
@@ -124,9 +124,9 @@ def test_pipeline_run_spans_its_stages(store):
 
 def test_a_failed_stage_fails_the_pipeline_run(store):
     client, params = store
-    with pytest.raises(RuntimeError), stage_run("prepare", DeclaredParams(params, ["seed"], "prepare")):
+    with pytest.raises(RuntimeError), tracked_run("prepare", DeclaredParams(params, ["seed"], "prepare")):
         raise RuntimeError("boom")
-    with stage_run("pretrain_unsup", DeclaredParams(params, ["seed"], "pretrain_unsup")):
+    with tracked_run("pretrain_unsup", DeclaredParams(params, ["seed"], "pretrain_unsup")):
         pass
     runs = runs_by_stage(client)
     assert runs["prepare"].info.status == "FAILED"
@@ -136,7 +136,7 @@ def test_a_failed_stage_fails_the_pipeline_run(store):
 
 def test_experiment_opens_on_training_runs(store):
     client, params = store
-    with stage_run("prepare", DeclaredParams(params, ["seed"], "prepare")):
+    with tracked_run("prepare", DeclaredParams(params, ["seed"], "prepare")):
         pass
     assert client.get_experiment_by_name("spt-tests").tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
 
@@ -146,7 +146,7 @@ def test_experiment_opens_on_training_runs(store):
 def test_existing_experiment_gets_the_kind_unless_a_person_chose_one(store, kind, expected):
     client, params = store
     client.create_experiment("spt-tests", tags={EXPERIMENT_KIND_TAG: kind} if kind else None)
-    with stage_run("prepare", DeclaredParams(params, ["seed"], "prepare")):
+    with tracked_run("prepare", DeclaredParams(params, ["seed"], "prepare")):
         pass
     assert client.get_experiment_by_name("spt-tests").tags[EXPERIMENT_KIND_TAG] == expected
 
@@ -156,7 +156,7 @@ def test_datasets_are_logged_as_run_inputs(store):
 
     client, params = store
     digest = "0123456789abcdef" * 4
-    with stage_run("finetune", DeclaredParams(params, ["seed"], "finetune")) as tracker:
+    with tracked_run("finetune", DeclaredParams(params, ["seed"], "finetune")) as tracker:
         tracker.log_datasets("rotten_tomatoes", digest, {"train": 120, "validation": 30})
         run_id = mlflow.active_run().info.run_id
     inputs = client.get_run(run_id).inputs.dataset_inputs
@@ -170,7 +170,7 @@ def test_logging_datasets_with_tracking_off_does_nothing(store):
     import mlflow
 
     client, params = store
-    with stage_run("evaluate", DeclaredParams(params, ["seed"], "evaluate")) as tracker:
+    with tracked_run("evaluate", DeclaredParams(params, ["seed"], "evaluate")) as tracker:
         run_id = mlflow.active_run().info.run_id
         tracker.active = False  # as after a failure: warned once, then quiet
         tracker.log_datasets("reviews", "ab" * 32, {"test": 5})

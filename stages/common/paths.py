@@ -30,7 +30,7 @@ BASELINE_ARMS = ("baseline", "baseline_matched", "baseline_flops")
 STUDY_VARIANTS = PRETRAINED_ARMS + BASELINE_ARMS
 
 
-def study_run(variant: str, seed: int) -> str:
+def study_run_name(variant: str, seed: int) -> str:
     return f"{variant}-{seed}"
 
 
@@ -45,6 +45,11 @@ def checkpoint_dir(stage: str, run: str | None = None) -> Path:
 
 def metrics_file(stage: str, run: str | None = None) -> Path:
     return Path("metrics") / f"{stage}.json" if run is None else Path("metrics/study") / run / f"{stage}.json"
+
+
+def timing_file(stage: str, run: str | None = None) -> Path:
+    """Wall-clock seconds of a training run. Not a DVC output: seconds differ from run to run."""
+    return Path("timings") / f"{stage}.json" if run is None else Path("timings/study") / run / f"{stage}.json"
 
 
 def plots_dir(stage: str, run: str | None = None) -> Path:

@@ -223,13 +223,13 @@ def _processed_dataset_class() -> type:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: DeclaredParams, system_metrics: bool = False) -> Iterator[Tracker]:
-    """An MLflow child run for one stage (see :func:`_stage_run`), under fail-fast HTTP settings."""
+def tracked_run(stage: str, params: DeclaredParams, system_metrics: bool = False) -> Iterator[Tracker]:
+    """An MLflow child run for one stage (see :func:`_tracked_run`), under fail-fast HTTP settings."""
     with _fail_fast_http():
-        yield from _stage_run(stage, params, system_metrics)
+        yield from _tracked_run(stage, params, system_metrics)
 
 
-def _stage_run(stage: str, params: DeclaredParams, system_metrics: bool) -> Iterator[Tracker]:
+def _tracked_run(stage: str, params: DeclaredParams, system_metrics: bool) -> Iterator[Tracker]:
     """An MLflow child run for one stage, logging the params its dvc.yaml stage declares (flattened) and
     lineage tags.
 

@@ -76,6 +76,9 @@ def finish_training(run: TrainingRun, trainer: Any, tokenizer: Any, metrics: dic
         run.history.log_figures(run.stage, plots)
         clear_checkpoints(run.checkpoints)
         run.tracker.set_tags({"output_checkpoint_sha256": content_sha256(output)})
+        write_json(paths.timing_file(run.stage, run.study_run),
+                   {key: run_metrics[key] for key in ("train_runtime", "train_samples_per_second", "world_size")
+                    if key in run_metrics})
     run.tracker.log_metrics({**metrics, **{key: value for key, value in run_metrics.items()
                                            if isinstance(value, (int, float))}})
 
@@ -97,6 +100,9 @@ def reuse_main_chain(run: TrainingRun) -> bool:
                 shutil.copytree(source, staging)
         with atomic_output(paths.metrics_file(run.stage, run.study_run)) as staging:
             shutil.copyfile(paths.metrics_file(run.stage), staging)
+        if paths.timing_file(run.stage).is_file():  # what the copied run took
+            with atomic_output(paths.timing_file(run.stage, run.study_run)) as staging:
+                shutil.copyfile(paths.timing_file(run.stage), staging)
         resumable_checkpoint(run.checkpoints, run.fingerprint)  # as a trained run leaves it
         run.tracker.set_tags({"reused_from": str(paths.model_dir(run.stage))})
     return True
