@@ -97,7 +97,7 @@ def test_one_parent_run_with_a_child_per_stage(repo):
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.tags["stage"] for r in children) == sorted(
-        STAGES + ["finetune"] * 3 + ["evaluate"] * 3 + ["compare"])
+        STAGES + ["pretrain_sup"] * 2 + ["finetune"] * 5 + ["evaluate"] * 5 + ["compare"])
     assert parents[0].data.params["pretrain_sup.lambda"] == "1.0"
     assert parents[0].data.metrics["test_accuracy"] == pytest.approx(
         json.loads((repo / "metrics" / "evaluate.json").read_text())["accuracy"])
