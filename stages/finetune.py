@@ -172,7 +172,8 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
             "classifier_carried_over": carried,
         }
         finish_training(run, trainer, tokenizer, metrics, run_metrics, PLOTS,
-                        {"run": study_run or "main", "init": str(init_dir), "init_sha256": init_hash})
+                        # no study-run name: a study run copied from the main chain has the same bytes
+                        {"init": str(init_dir), "init_sha256": init_hash})
 
 
 if __name__ == "__main__":

@@ -114,7 +114,9 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
             model=model, joint=cfg,
             args=training_arguments(cfg, run.checkpoints, seed, params.runtime, label_names=["labels"],
                                     # with lambda(t) = 0 the classifier is outside the graph
-                                    ddp_find_unused_parameters=True),
+                                    ddp_find_unused_parameters=True,
+                                    # batches of similar lengths pad little: each encoder pass costs less
+                                    train_sampling_strategy="group_by_length"),
             train_dataset=train, eval_dataset=validation, data_collator=collator,
             callbacks=[EpochCallback(collator), run.history],
             compute_metrics=lambda p: classification_scores(p.label_ids, p.predictions.argmax(axis=-1)),

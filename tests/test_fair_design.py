@@ -142,3 +142,17 @@ def test_classifier_carried_over_needs_the_same_label_map(tmp_path):
     (tmp_path / PROVENANCE_FILE).write_text(json.dumps({"classifier_trained": True}))
     _, reported = load_classifier(str(tmp_path), {"label2id": {"x": 0, "y": 1}, "id2label": {"0": "x", "1": "y"}})
     assert reported is False
+
+
+def test_tapt_is_pretrain_sup_with_lambda_zero_and_the_same_budget():
+    from stages.common.config import PretrainSupConfig
+    from stages.pretrain_sup import study_settings
+
+    cfg = PretrainSupConfig(**{"lambda": 2.0, "lambda_min": 0.5, "lambda_schedule": "cosine_decay", "max_steps": 70})
+    params = SimpleNamespace(pretrain_sup=cfg, seed=42)
+    tapt, seed = study_settings(params, "tapt", 43)
+    assert (tapt.lambda_, tapt.lambda_min, tapt.lambda_schedule, seed) == (0.0, 0.0, "constant", 43)
+    assert tapt.model_dump(exclude={"lambda_", "lambda_min", "lambda_schedule"}) == \
+        cfg.model_dump(exclude={"lambda_", "lambda_min", "lambda_schedule"})  # same steps, batches, schedule, masks
+    assert study_settings(params, "spt", 43) == (cfg, 43)
+    assert study_settings(params, None, None) == (cfg, 42)

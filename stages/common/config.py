@@ -198,7 +198,7 @@ class PretrainUnsupConfig(TrainingConfig):
 class PretrainSupConfig(TrainingConfig):
     """Supervised pretraining: L = L_mlm + lambda(t) * L_supervised."""
 
-    max_steps: PositiveInt | None = 160
+    max_steps: PositiveInt | None = 80
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
     save_steps: PositiveInt = 40
     logging_steps: PositiveInt = 5
@@ -224,7 +224,7 @@ class PretrainSupConfig(TrainingConfig):
 class FinetuneConfig(TrainingConfig):
     """Sequence-classification finetuning."""
 
-    max_steps: PositiveInt | None = 120
+    max_steps: PositiveInt | None = 80
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-4
     save_steps: PositiveInt = Field(20, description="checkpoint and validation interval (validated at step 0 too)")
     init_from: Literal["pretrain_sup", "pretrain_unsup"] = "pretrain_sup"
