@@ -6,7 +6,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from stages.common.config import ConfigError, DeclaredParams, Params, load_params
+from stages.common.config import ConfigError, DataConfig, DeclaredParams, Params, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +138,7 @@ def _defaults(model: type[BaseModel]) -> dict:
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             values[field.alias or name] = _defaults(annotation)
-        else:
+        elif not field.is_required():
             values[field.alias or name] = field.get_default(call_default_factory=True)
     return values
 
@@ -152,9 +152,16 @@ def _keys(data: dict, prefix: str = "") -> set[str]:
     return keys
 
 
+def _without(data: dict, key: str) -> dict:
+    head, _, rest = key.partition(".")
+    return {k: (_without(v, rest) if k == head and rest else v) for k, v in data.items() if rest or k != head}
+
+
 def test_params_yaml_is_the_one_source_of_defaults():
-    """The config classes' defaults are params.yaml's values, key for key (one default per value)."""
-    assert _defaults(Params) == default_params()
+    """The config classes' defaults are params.yaml's values, key for key (one default per value); the one
+    key without a default is data.labeled: which data to learn from is never guessed."""
+    assert _defaults(Params) == _without(default_params(), "data.labeled")
+    assert Params.model_fields["data"].is_required() and DataConfig.model_fields["labeled"].is_required()
 
 
 def test_tiny_profile_sets_every_key():

@@ -54,8 +54,7 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where the labeled task and the masked-LM text come from."""
 
-    labeled: str = Field(
-        "builtin:rotten_tomatoes",
+    labeled: str = Field(  # required: which data to learn from is never guessed
         description="builtin:rotten_tomatoes, builtin:bbc_news, or a path to a CSV/TSV/JSONL/Parquet "
         "file or a datasets save_to_disk directory"
     )
@@ -294,7 +293,7 @@ class Params(Section):
     """The whole of params.yaml."""
 
     seed: Annotated[int, Field(ge=0)] = 42
-    data: DataConfig = Field(default_factory=DataConfig)
+    data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
     pretrain_unsup: PretrainUnsupConfig = Field(default_factory=PretrainUnsupConfig)
