@@ -40,8 +40,8 @@ from stages.common.sandbox import git, stage_env, tiny_repository
 TRAINING = {"pretrain_unsup", "pretrain_sup", "finetune"}
 # Final metrics each stage logs once (beside per-step histories), and the parent run's.
 FINAL = {"prepare": ["rows_read", "corpus_tokens", "rows_train", "rows_validation", "rows_test"],
-         "evaluate": ["accuracy", "macro_f1", "ece"], "pretrain_unsup": ["steps"], "pretrain_sup": ["steps"],
-         "finetune": ["steps"]}
+         "evaluate": ["accuracy", "macro_f1", "ece"], "pretrain_unsup": ["steps", "flops"],
+         "pretrain_sup": ["steps", "flops"], "finetune": ["steps", "flops"]}
 PARENT = ["test_accuracy", "test_macro_f1", "test_ece"]  # logged by the main chain's evaluate
 COMMAND = re.compile(r"-m stages\.(\w+)(?: --variant (\w+) --seed (\d+))?")
 RAN = re.compile(r"^Running stage '[^']+':\s*\n> (.+)$", re.MULTILINE)  # in `dvc queue logs`

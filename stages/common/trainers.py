@@ -161,7 +161,8 @@ class StageTrainer(Trainer):
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:  # noqa: D102
         self.store_flos()  # the running total, summed over processes (log runs on every process)
-        logs["flops"] = float(self.state.total_flos)
+        if "loss" in logs or any(key.startswith("eval_") for key in logs):  # a curve point, not the run summary
+            logs["flops"] = float(self.state.total_flos)
         super().log(logs, start_time)
 
     def _get_train_sampler(self, train_dataset=None):  # noqa: D102
