@@ -88,7 +88,7 @@ def test_outputs_do_not_depend_on_checkout_path_or_hub_offline(tmp_path, tiny_da
         (root / "params.yaml").write_text(yaml.safe_dump(raw))
         monkeypatch.chdir(root)
         monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", offline)
-        prepare.run(load_params(root / "params.yaml"), root / "processed", root / "work")
+        prepare.build_processed(load_params(root / "params.yaml"), root / "processed", root / "work")
         built[checkout] = digest_tree(root / "processed")
     first, second = built.values()
     assert first.keys() == second.keys()
