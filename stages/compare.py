@@ -62,11 +62,6 @@ def read_run(variant: str, seed: int) -> dict:
             "total_flops": [float(pretraining["flops"]) + f for f in flops]}
 
 
-def first_reaching(run: dict, target: float) -> int | None:
-    """Index of the first validation point at or above ``target``; None if none is."""
-    return next((i for i, score in enumerate(run["val_macro_f1"]) if score >= target), None)
-
-
 def spread(values: list[float]) -> float | None:
     """Standard deviation over seeds; None for one seed (no spread is shown where there is none)."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
@@ -74,7 +69,7 @@ def spread(values: list[float]) -> float | None:
 
 def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int) -> dict:
     """Everything the report says, as data."""
-    from stages.common.stats import hierarchical_bootstrap, seed_interval
+    from stages.common.stats import first_reaching, hierarchical_bootstrap, seed_interval
 
     labels = sorted(set(runs["baseline"][0]["actual"]))
     index = {name: i for i, name in enumerate(labels)}
@@ -93,7 +88,7 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int) -
         arm_runs = runs[variant]
         accuracy = [r["scores"]["accuracy"] for r in arm_runs]
         macro_f1 = [r["scores"]["macro_f1"] for r in arm_runs]
-        reached = [first_reaching(r, t) for r, t in zip(arm_runs, targets)]
+        reached = [first_reaching(r["val_macro_f1"], t) for r, t in zip(arm_runs, targets)]
         hits = [(r, i) for r, i in zip(arm_runs, reached) if i is not None]
 
         def interval(values: list[float]) -> dict | None:

@@ -54,9 +54,15 @@ def _score(metric: str, labels: np.ndarray, predictions: np.ndarray, n_classes: 
     return macro_f1_batch(labels, predictions, n_classes)
 
 
+def first_reaching(scores: list[float], target: float) -> int | None:
+    """Index of the first score at or above ``target``; None if none is."""
+    return next((index for index, score in enumerate(scores) if score >= target), None)
+
+
 def steps_to_target(steps: list[int], scores: list[float], target: float) -> int | None:
     """The first evaluated step whose score reaches ``target``; None if it never does."""
-    return next((step for step, score in zip(steps, scores) if score >= target), None)
+    index = first_reaching(scores, target)
+    return None if index is None else steps[index]
 
 
 def hierarchical_bootstrap(labels: np.ndarray, predictions_a: np.ndarray, predictions_b: np.ndarray, n_classes: int,
