@@ -30,8 +30,9 @@ MODEL = "finetune"
 def predict(model_dir: Path, test, batch_size: int) -> np.ndarray:
     """Logits of the test examples, in order, from the checkpoint as plain transformers loads it.
 
-    Batches of ``batch_size`` in the split's order, padded to their longest text; no Trainer (its
-    import alone takes seconds), as a user's own inference loop would run it.
+    Batches of ``batch_size`` texts of similar lengths (``length_order``), padded to their longest
+    text; the logits come back in the split's order. No Trainer (its import alone takes seconds),
+    as a user's own inference loop would run it.
     """
     import torch
     from transformers import (
@@ -42,13 +43,16 @@ def predict(model_dir: Path, test, batch_size: int) -> np.ndarray:
 
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
     collate = DataCollatorWithPadding(AutoTokenizer.from_pretrained(str(model_dir)))
+    from stages.common.tokenization import length_order
+
     rows = test.select_columns(["input_ids"])
-    logits = []
+    order = length_order(rows)
+    logits = np.zeros((len(rows), model.config.num_labels), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
-            batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-            logits.append(model(**batch).logits.float().numpy())
-    return np.concatenate(logits) if logits else np.zeros((0, model.config.num_labels), dtype=np.float32)
+            indices = order[start:start + batch_size]
+            logits[indices] = model(**collate([rows[int(i)] for i in indices])).logits.float().numpy()
+    return logits
 
 
 def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label_names: list[str],

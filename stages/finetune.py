@@ -96,6 +96,15 @@ def flops_matched_extra_steps(pretrain_sup_metrics: dict, cfg, init_dir: Path, l
                            classifier_step_flops(config))
 
 
+def best_validation(log_history: list[dict], best_step: int) -> dict:
+    """The validation scores logged at ``best_step``, the checkpoint that training ends with.
+
+    ``load_best_model_at_end`` reloads the best checkpoint; its scores are already in the log, so
+    they are read there instead of validating it a second time.
+    """
+    return next(entry for entry in log_history if "eval_macro_f1" in entry and entry["step"] == best_step)
+
+
 def matched_extra_steps(pretrain_sup_metrics: dict, cfg) -> int:
     """Finetuning steps that see as many examples as pretrain_sup trained on (steps x its global batch)."""
     examples = pretrain_sup_metrics["steps"] * pretrain_sup_metrics["global_batch_size"]
@@ -115,6 +124,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.hashing import content_sha256
     from stages.common.metrics import classification_scores
     from stages.common.runtime import configure_runtime, training_arguments
+    from stages.common.tokenization import by_length
     from stages.common.tracking import tracked_run
     from stages.common.trainers import StageTrainer
     from stages.common.training_run import (
@@ -132,7 +142,8 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
         splits = datasets.load_from_disk(str(paths.LABELED))
-        train, validation = (splits[name].select_columns(["input_ids", "label"]) for name in ("train", "validation"))
+        train = splits["train"].select_columns(["input_ids", "label"])
+        validation = by_length(splits["validation"]).select_columns(["input_ids", "label"])  # pads little
         run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
                                               STAGE: section_dict(cfg)},
                              {"data": content_sha256(paths.PROCESSED), "init": init_hash},
@@ -159,13 +170,19 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
             callbacks=callbacks,
             compute_metrics=lambda p: classification_scores(p.label_ids, p.predictions.argmax(axis=-1)),
         )
+        # Step 0 is validated but has no checkpoint: keep its weights in case no step beats it.
+        initial = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         run_metrics = run.train(trainer)
-        evaluation = trainer.evaluate()  # the best checkpoint, reloaded at the end of training
+        best_step = trainer.state.best_global_step
+        if best_step == 0:
+            model.load_state_dict(initial)
+        del initial
+        evaluation = best_validation(trainer.state.log_history, best_step)  # the weights now loaded
         metrics = {
             "val_accuracy": evaluation["eval_accuracy"],
             "val_macro_f1": evaluation["eval_macro_f1"],
             "val_loss": evaluation["eval_loss"],
-            "best_step": int(trainer.state.best_global_step or trainer.state.global_step),
+            "best_step": best_step,
             "steps": trainer.state.global_step,
             "flops": trainer.state.total_flos,  # counted on the real batches (StageTrainer)
             "max_steps": trainer.state.max_steps,

@@ -72,6 +72,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.metrics import classification_scores
     from stages.common.model import BertForSupervisedPretraining
     from stages.common.runtime import configure_runtime, training_arguments
+    from stages.common.tokenization import by_length
     from stages.common.tracking import tracked_run
     from stages.common.trainers import EpochCallback, JointLossTrainer, last_logged
     from stages.common.training_run import (
@@ -90,7 +91,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
         splits = datasets.load_from_disk(str(paths.LABELED))
         train = training_mixture(splits["train"], datasets.load_from_disk(str(paths.CORPUS)),
                                  cfg.unlabeled_mix_ratio, seed)
-        validation = splits["validation"].select_columns(["input_ids", "label"])
+        validation = by_length(splits["validation"]).select_columns(["input_ids", "label"])  # pads little
         validation = validation.add_column("example_id", list(range(len(validation))))
         run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
                                               STAGE: section_dict(cfg)},
