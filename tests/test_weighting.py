@@ -151,6 +151,11 @@ def test_uncertainty_weights_train_in_their_own_group_and_stay_out_of_the_saved_
     assert trainer.learned_log_variance == weights.detach().tolist()
     logged = [row for row in trainer.state.log_history if "weight_mlm" in row]
     assert logged[0]["weight_mlm"] == 1.0 and logged[-1]["weight_mlm"] < 1.0  # logged per step, moving
+    fixed, _ = make_trainer(tmp_path / "fixed", "fixed", steps=1)
+    fixed.train()
+    # the first step's weights are 1 and lambda: the model's gradient norm is that of fixed, without the
+    # log-variances' gradient (about L - 1/2, which would dominate it and its clipping)
+    assert logged[0]["grad_norm"] == pytest.approx(fixed.state.log_history[0]["grad_norm"], rel=1e-6)
     assert not hasattr(trainer.model, "loss_weighting")
     trainer.model.save_pretrained(tmp_path / "saved")
     with safe_open(str(tmp_path / "saved" / "model.safetensors"), framework="pt") as saved:

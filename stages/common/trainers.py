@@ -7,6 +7,7 @@ by ``pretrain_sup.weighting``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import tempfile
@@ -200,10 +201,11 @@ class JointLossTrainer(StageTrainer):
     graph: the classifier gets no gradient and no optimizer update (not even weight decay), which
     makes lambda = 0 a clean control; no gradients are measured then.
 
-    ``uncertainty`` puts its learned log-variances on the model as ``loss_weighting`` (so DDP
-    averages their gradients, and the Trainer's checkpoints save and restore them with the weights,
-    for an exact resume) in a parameter group of their own (``uncertainty_learning_rate``, no weight
-    decay); after training they are taken off again (``learned_log_variance`` keeps them), so the
+    ``uncertainty`` puts its learned log-variances on the model as ``loss_weighting``, so the
+    Trainer's checkpoints save and restore them with the weights (an exact resume). They train in a
+    parameter group of their own (``uncertainty_learning_rate``, no weight decay), outside the
+    gradient norm and its clipping; DDP is told to leave them alone and their gradient is averaged
+    over processes here. After training they are taken off (``learned_log_variance`` keeps them), so the
     saved model loads as a plain classifier or masked-LM. ``gradcos`` measures both gradients at
     every step and, once the step's gradient is complete (after DDP has averaged it), replaces the
     encoder's masked-LM part g_mlm by max(0, cos) * g_mlm. Under FSDP (sharded gradients) only
@@ -214,6 +216,9 @@ class JointLossTrainer(StageTrainer):
         model = kwargs["model"] if "model" in kwargs else args[0]
         if joint.weighting == "uncertainty" and joint.lambda_ > 0:
             model.loss_weighting = UncertaintyWeights()  # before the Trainer places and wraps the model
+            # Used outside forward, so DDP (which looks for unused parameters here) would mark it ready
+            # twice; it is left to _average_uncertainty_gradient instead.
+            model._ddp_params_and_buffers_to_ignore = ["loss_weighting.log_variance"]
         super().__init__(*args, **kwargs)
         if self.is_fsdp_enabled and joint.weighting in ("uncertainty", "gradcos"):
             raise ConfigError(f"pretrain_sup.weighting = {joint.weighting!r} needs whole gradients on every "
@@ -275,11 +280,42 @@ class JointLossTrainer(StageTrainer):
         if self.accelerator.sync_gradients:  # the last micro-batch: the step's gradient is complete
             if self._split is not None:
                 self._finish_split()
+            self._average_uncertainty_gradient()
             weight_mlm, weight_supervised = self._step_weights
             self._weight_sums["weight_mlm"] += weight_mlm
             self._weight_sums["weight_supervised"] += weight_supervised
             self._weight_steps += 1
         return loss
+
+    def _average_uncertainty_gradient(self) -> None:
+        """Under DDP, average the log-variances' gradient over processes, as DDP does for the model's."""
+        weights = self._uncertainty()
+        if weights is None or self.args.world_size == 1 or weights.log_variance.grad is None:
+            return
+        torch.distributed.all_reduce(weights.log_variance.grad)
+        weights.log_variance.grad.div_(self.args.world_size)
+
+    @contextlib.contextmanager
+    def _without_uncertainty_gradient(self):
+        """Hide the log-variances' gradient: they are not part of the model's gradient norm or its clipping
+        (their gradient, about L - 1/2 per loss, would otherwise dominate both)."""
+        weights = self._uncertainty()
+        if weights is None:
+            yield
+            return
+        grad, weights.log_variance.grad = weights.log_variance.grad, None
+        try:
+            yield
+        finally:
+            weights.log_variance.grad = grad
+
+    def _clip_grad_norm(self, model):  # noqa: D102
+        with self._without_uncertainty_gradient():
+            return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model, grad_norm=None):  # noqa: D102
+        with self._without_uncertainty_gradient():
+            return super()._get_grad_norm(model, grad_norm)
 
     def _measures_this_step(self) -> bool:
         """gradcos: every step; otherwise at the steps that will be logged; never at lambda(t) = 0 or under FSDP."""
