@@ -1,11 +1,12 @@
-"""pretrain_sup: supervised pretraining, L = L_mlm + lambda(t) * L_supervised.
+"""pretrain_sup: supervised pretraining, L = L_mlm + lambda(t) * L_supervised (weighed as ``weighting`` says).
 
 Reads:  models/pretrain_unsup/ (the encoder, its pooler and MLM head), data/processed (labeled
         train texts, packed unlabeled corpus, tokenizer, label map).
 Writes: models/pretrain_sup/ (one encoder, two heads: loads as BertForSequenceClassification or
         BertForMaskedLM with plain transformers), metrics/pretrain_sup.json (validation accuracy
-        and macro-F1 of the classifier head, final losses), plots/pretrain_sup/ (L_mlm,
-        L_supervised, lambda(t) and their sum per step), checkpoints/pretrain_sup/ (resume).
+        and macro-F1 of the classifier head, final losses and weights), plots/pretrain_sup/ (L_mlm,
+        L_supervised, lambda(t) and their sum per step; the gradients of both losses on the encoder,
+        their cosine and the effective weights), checkpoints/pretrain_sup/ (resume).
 Params: seed, runtime, pretrain_sup.
 
 As a study run (`--variant spt|tapt --seed N`, the study_pretrain stage) it writes to
@@ -27,7 +28,9 @@ from stages.common import paths
 from stages.common.cli import run_stage
 
 STAGE = "pretrain_sup"
-PLOTS = {"loss": ["loss", "loss_mlm", "loss_supervised", "learning_rate", "flops"], "lambda": ["lambda"]}
+PLOTS = {"loss": ["loss", "loss_mlm", "loss_supervised", "learning_rate", "flops"], "lambda": ["lambda"],
+         # why a lambda works or fails: the two gradients on the encoder and the weights applied
+         "weighting": ["grad_norm_mlm", "grad_norm_supervised", "grad_cosine", "weight_mlm", "weight_supervised"]}
 INIT = "pretrain_unsup"
 
 
@@ -130,7 +133,8 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
             "val_accuracy": evaluation["eval_accuracy"],
             "val_macro_f1": evaluation["eval_macro_f1"],
             **{f"{key}_last": last_logged(run.history.rows, key)
-               for key in ("loss", "loss_mlm", "loss_supervised", "lambda")},
+               for key in ("loss", "loss_mlm", "loss_supervised", "lambda", "weight_mlm", "weight_supervised")},
+            **({"learned_log_variance": trainer.learned_log_variance} if trainer.learned_log_variance else {}),
             "train_examples": len(train),
             "steps": trainer.state.global_step,
             "flops": trainer.state.total_flos,  # counted on the real batches (StageTrainer)

@@ -1,11 +1,14 @@
 """A training stage killed with SIGKILL resumes to byte-identical weights (CPU)."""
 
+import json
 import signal
 import subprocess
 import sys
 import time
 
 import pytest
+import yaml
+from safetensors import safe_open
 
 from stages.common.resume import COMPLETE_FILE
 from stages.common.sandbox import TRAINING_STAGES, longer_runs, stage_env, tiny_repository
@@ -73,3 +76,37 @@ def test_ctrl_c_saves_a_checkpoint_and_the_next_run_resumes(trained_repo):
     resumed = run_command(trained_repo, sys.executable, "-m", f"stages.{stage}")
     assert f"resuming from checkpoints/{stage}/checkpoint-{saved[-1]}" in resumed.stderr
     assert weights.read_bytes() == reference
+
+
+@pytest.fixture(scope="module")
+def uncertainty_repo(tmp_path_factory, tiny_data):
+    """pretrain_sup with learned (uncertainty) loss weights, uninterrupted: the reference."""
+    repo = tiny_repository(tmp_path_factory.mktemp("resume-uncertainty") / "repo", tiny_data)
+    longer_runs(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["pretrain_sup"].update(weighting="uncertainty", uncertainty_learning_rate=0.1)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run_command(repo, "dvc", "repro", "pretrain_sup")
+    return repo
+
+
+def test_learned_loss_weights_resume_byte_identically_after_sigkill(uncertainty_repo):
+    """The log-variances ride in the Trainer checkpoint (and its optimizer state), not in the saved model."""
+    stage = "pretrain_sup"
+    weights = uncertainty_repo / "models" / stage / "model.safetensors"
+    metrics = uncertainty_repo / "metrics" / f"{stage}.json"
+    reference = weights.read_bytes()
+    learned = json.loads(metrics.read_text())["learned_log_variance"]
+    assert all(value > 0.05 for value in learned)  # they moved: a resume that lost them would differ
+    records = {path: path.read_bytes() for path in [metrics, *(uncertainty_repo / "plots" / stage).iterdir()]}
+    with safe_open(str(weights), framework="pt") as saved:
+        assert not any("loss_weighting" in key for key in saved.keys())
+    weights.unlink()
+    kill_after_first_checkpoint(uncertainty_repo, stage)
+    checkpoint = uncertainty_repo / "checkpoints" / stage / "checkpoint-10" / "model.safetensors"
+    with safe_open(str(checkpoint), framework="pt") as saved:
+        assert "loss_weighting.log_variance" in saved.keys()
+    resumed = run_command(uncertainty_repo, sys.executable, "-m", f"stages.{stage}")
+    assert "resuming from checkpoints" in resumed.stderr
+    assert weights.read_bytes() == reference
+    assert {path: path.read_bytes() for path in records} == records  # learned_log_variance and weight_* curves too

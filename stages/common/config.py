@@ -212,6 +212,12 @@ class PretrainSupConfig(TrainingConfig):
     supervised_input: Literal["clean", "masked"] = Field(
         "clean", description="what the classifier reads: the unmasked text (a second encoder pass, as in "
         "finetuning and test) or the masked text that L_mlm reads (one pass, cheaper)")
+    weighting: Literal["fixed", "normalized", "uncertainty", "gradcos"] = Field(
+        "fixed", description="how L_mlm and L_supervised are weighed (stages/common/losses.py); lambda(t) "
+        "multiplies the supervised term in every mode, and lambda(t) = 0 is plain masked-LM in every mode")
+    uncertainty_learning_rate: Annotated[float, Field(gt=0, lt=10)] = Field(
+        0.05, description="weighting: uncertainty: peak learning rate of the two learned log-variances "
+        "(same optimizer and schedule, no weight decay); at the encoder's rate they would barely move")
 
     @model_validator(mode="after")
     def _lambda_min(self) -> PretrainSupConfig:

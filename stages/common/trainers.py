@@ -1,11 +1,13 @@
 """The Trainers of the training stages, the joint loss, and the callbacks that record a run's history.
 
 :class:`StageTrainer` makes results independent of how a global batch is split over processes and
-accumulation steps; :class:`JointLossTrainer` adds L = L_mlm + lambda(t) * L_supervised.
+accumulation steps; :class:`JointLossTrainer` adds L_mlm and lambda(t) * L_supervised, weighed
+by ``pretrain_sup.weighting``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import tempfile
@@ -18,8 +20,17 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from stages.common.config import PretrainSupConfig
-from stages.common.losses import joint_loss, lambda_at
+from stages.common.config import ConfigError, PretrainSupConfig
+from stages.common.losses import (
+    UncertaintyWeights,
+    gradcos_gate,
+    gradient_agreement,
+    joint_loss,
+    lambda_at,
+    normalized_lambda,
+    uncertainty_loss,
+    uncertainty_weights,
+)
 from stages.common.outputs import atomic_output
 
 
@@ -107,11 +118,12 @@ class HistoryCallback(TrainerCallback):
         """The same groups as PNG learning curves, logged to MLflow (not DVC outputs: PNG bytes vary)."""
         if not self.tracker.active:
             return
-        from stages.common.figures import learning_curves
+        from stages.common.figures import GROUP_FIGURES, learning_curves
 
         with tempfile.TemporaryDirectory() as scratch:
             for name, keys in groups.items():
-                path = learning_curves(self.rows, keys, f"{stage}: {name}", Path(scratch) / f"{stage}_{name}.png")
+                draw = GROUP_FIGURES.get(name, learning_curves)
+                path = draw(self.rows, keys, f"{stage}: {name}", Path(scratch) / f"{stage}_{name}.png")
                 self.tracker.log_artifact(path, "plots")
 
 
@@ -174,22 +186,71 @@ class StageTrainer(Trainer):
 
 
 class JointLossTrainer(StageTrainer):
-    """Trainer whose loss is L = L_mlm + lambda(t) * L_supervised, with lambda(t) from the schedule.
+    """Trainer of pretrain_sup: L_mlm and L_supervised weighed by ``joint.weighting`` and lambda(t).
 
-    Logs ``loss_mlm``, ``loss_supervised``, ``lambda`` (means since the last log) beside the total.
-    When lambda(t) is 0 the supervised term is left out of the graph: the classifier gets no
-    gradient and no optimizer update (not even weight decay), which makes lambda = 0 a clean control.
+    The modes and what lambda(t) means in each are in stages/common/losses.py. Logged (means since
+    the last log): ``loss_mlm``, ``loss_supervised``, ``lambda`` and the effective weights
+    ``weight_mlm``, ``weight_supervised`` (for gradcos, ``weight_mlm`` is the gate on the encoder).
+    At each logging step, for that optimizer step: ``grad_norm_mlm``, ``grad_norm_supervised`` and
+    ``grad_cosine``, the two losses' gradients on the shared encoder (``model.base_model``), taken
+    with ``torch.autograd.grad`` and summed over the accumulation steps like the real gradient.
+    They cost extra backward passes (counted in the FLOPs, as everything in ``training_step`` is) and
+    change nothing in the run: the weights are those of a run that does not measure them.
+
+    When lambda(t) is 0 the loss is L_mlm in every mode and the supervised term is left out of the
+    graph: the classifier gets no gradient and no optimizer update (not even weight decay), which
+    makes lambda = 0 a clean control; no gradients are measured then.
+
+    ``uncertainty`` puts its learned log-variances on the model as ``loss_weighting``, so the
+    Trainer's checkpoints save and restore them with the weights (an exact resume). They train in a
+    parameter group of their own (``uncertainty_learning_rate``, no weight decay), outside the
+    gradient norm and its clipping; DDP is told to leave them alone and their gradient is averaged
+    over processes here. After training they are taken off (``learned_log_variance`` keeps them), so the
+    saved model loads as a plain classifier or masked-LM. ``gradcos`` measures both gradients at
+    every step and, once the step's gradient is complete (after DDP has averaged it), replaces the
+    encoder's masked-LM part g_mlm by max(0, cos) * g_mlm. Under FSDP (sharded gradients) only
+    ``fixed`` and ``normalized`` work, and no gradients are measured.
     """
 
     def __init__(self, *args: Any, joint: PretrainSupConfig, **kwargs: Any):
+        model = kwargs["model"] if "model" in kwargs else args[0]
+        if joint.weighting == "uncertainty" and joint.lambda_ > 0:
+            model.loss_weighting = UncertaintyWeights()  # before the Trainer places and wraps the model
+            # Used outside forward, so DDP (which looks for unused parameters here) would mark it ready
+            # twice; it is left to _average_uncertainty_gradient instead.
+            model._ddp_params_and_buffers_to_ignore = ["loss_weighting.log_variance"]
         super().__init__(*args, **kwargs)
+        if self.is_fsdp_enabled and joint.weighting in ("uncertainty", "gradcos"):
+            raise ConfigError(f"pretrain_sup.weighting = {joint.weighting!r} needs whole gradients on every "
+                              "process and does not work under FSDP; use fixed or normalized, or DDP")
         self.joint = joint
+        self.learned_log_variance: list[float] | None = None
         self._sums = {"loss_mlm": 0.0, "loss_supervised": 0.0, "lambda": 0.0}
         self._count = 0
+        self._weight_sums = {"weight_mlm": 0.0, "weight_supervised": 0.0}
+        self._weight_steps = 0
+        self._step_weights = (1.0, 0.0)
+        self._split: dict[str, list[torch.Tensor]] | None = None  # per-loss encoder gradients of this step
+        self._gradient_stats: dict[str, float] = {}
 
     def current_lambda(self) -> float:
         return lambda_at(self.state.global_step, self.state.max_steps, self.joint.lambda_,
                          self.joint.lambda_min, self.joint.lambda_schedule)
+
+    def _uncertainty(self) -> UncertaintyWeights | None:
+        return getattr(self.model, "loss_weighting", None)
+
+    def weighted_loss(self, mlm_loss: torch.Tensor, cls_loss: torch.Tensor, lam: float
+                      ) -> tuple[torch.Tensor, tuple[float, float]]:
+        """The loss to minimise at lambda(t) = ``lam`` > 0, and the effective weights (mlm, supervised)."""
+        weighting = self.joint.weighting
+        if weighting == "normalized":
+            lam = normalized_lambda(lam, self.model.config.vocab_size, self.model.config.num_labels)
+        if weighting == "uncertainty":
+            log_variance = self._uncertainty().log_variance
+            return (uncertainty_loss(mlm_loss, cls_loss, lam, log_variance),
+                    uncertainty_weights(lam, log_variance))
+        return joint_loss(mlm_loss, cls_loss, lam), (1.0, lam)  # fixed, normalized; gradcos: gated later
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: D102
         lam = self.current_lambda()
@@ -197,15 +258,123 @@ class JointLossTrainer(StageTrainer):
             inputs = {key: value for key, value in inputs.items() if key != "clean_input_ids"}  # no classifier pass
         outputs = model(**inputs)
         if lam == 0.0:
-            loss = outputs.mlm_loss
+            loss, weights = outputs.mlm_loss, (1.0, 0.0)
         else:
-            loss = joint_loss(outputs.mlm_loss, outputs.cls_loss, lam)
+            loss, weights = self.weighted_loss(outputs.mlm_loss, outputs.cls_loss, lam)
         if model.training:
+            self._step_weights = weights
+            if self._split is not None:
+                self._measure_gradients(outputs.mlm_loss, outputs.cls_loss)
             self._sums["loss_mlm"] += float(outputs.mlm_loss.detach())
             self._sums["loss_supervised"] += float(outputs.cls_loss.detach())
             self._sums["lambda"] += lam
             self._count += 1
         return (loss, {"logits": outputs.logits}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):  # noqa: D102
+        if self._split is None and self._measures_this_step():
+            encoder = [parameter for parameter in self.model.base_model.parameters() if parameter.requires_grad]
+            self._split = {"params": encoder, "mlm": [torch.zeros_like(p) for p in encoder],
+                           "supervised": [torch.zeros_like(p) for p in encoder]}
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.accelerator.sync_gradients:  # the last micro-batch: the step's gradient is complete
+            if self._split is not None:
+                self._finish_split()
+            self._average_uncertainty_gradient()
+            weight_mlm, weight_supervised = self._step_weights
+            self._weight_sums["weight_mlm"] += weight_mlm
+            self._weight_sums["weight_supervised"] += weight_supervised
+            self._weight_steps += 1
+        return loss
+
+    def _average_uncertainty_gradient(self) -> None:
+        """Under DDP, average the log-variances' gradient over processes, as DDP does for the model's."""
+        weights = self._uncertainty()
+        if weights is None or self.args.world_size == 1 or weights.log_variance.grad is None:
+            return
+        torch.distributed.all_reduce(weights.log_variance.grad)
+        weights.log_variance.grad.div_(self.args.world_size)
+
+    @contextlib.contextmanager
+    def _without_uncertainty_gradient(self):
+        """Hide the log-variances' gradient: they are not part of the model's gradient norm or its clipping
+        (their gradient, about L - 1/2 per loss, would otherwise dominate both)."""
+        weights = self._uncertainty()
+        if weights is None:
+            yield
+            return
+        grad, weights.log_variance.grad = weights.log_variance.grad, None
+        try:
+            yield
+        finally:
+            weights.log_variance.grad = grad
+
+    def _clip_grad_norm(self, model):  # noqa: D102
+        with self._without_uncertainty_gradient():
+            return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model, grad_norm=None):  # noqa: D102
+        with self._without_uncertainty_gradient():
+            return super()._get_grad_norm(model, grad_norm)
+
+    def _measures_this_step(self) -> bool:
+        """gradcos: every step; otherwise at the steps that will be logged; never at lambda(t) = 0 or under FSDP."""
+        if self.current_lambda() == 0.0 or self.is_fsdp_enabled:
+            return False
+        if self.joint.weighting == "gradcos":
+            return True
+        step = self.state.global_step + 1  # the step these micro-batches make (DefaultFlowCallback's rule)
+        return (step == 1 and self.args.logging_first_step) or (
+            self.args.logging_strategy == "steps" and step % self.state.logging_steps == 0)
+
+    def _measure_gradients(self, mlm_loss: torch.Tensor, cls_loss: torch.Tensor) -> None:
+        # Scaled as the Trainer scales the loss it backpropagates, so the sums match the step's gradient.
+        scale = 1.0 / self.current_gradient_accumulation_steps
+        params = self._split["params"]
+        for key, loss in (("mlm", mlm_loss), ("supervised", cls_loss)):
+            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+            for total, grad in zip(self._split[key], grads):
+                if grad is not None:
+                    total.add_(grad, alpha=scale)
+
+    def _finish_split(self) -> None:
+        split, self._split = self._split, None
+        if self.args.world_size > 1:  # the global gradients, as DDP averages the real one
+            for total in (*split["mlm"], *split["supervised"]):
+                torch.distributed.all_reduce(total)
+                total.div_(self.args.world_size)
+        mlm_norm, supervised_norm, cosine = gradient_agreement(split["mlm"], split["supervised"])
+        if self.joint.weighting == "gradcos":
+            gate = gradcos_gate(cosine, supervised_norm)
+            if gate != 1.0:  # the encoder's gradient holds g_mlm + lambda g_sup: keep gate * g_mlm of it
+                for parameter, mlm in zip(split["params"], split["mlm"]):
+                    if parameter.grad is not None:
+                        parameter.grad.sub_(mlm, alpha=1.0 - gate)
+            self._step_weights = (gate, self._step_weights[1])
+        self._gradient_stats = {"grad_norm_mlm": mlm_norm, "grad_norm_supervised": supervised_norm,
+                                "grad_cosine": cosine}
+
+    def create_optimizer(self, model=None):  # noqa: D102
+        weights = self._uncertainty()
+        if weights is None or self.optimizer is not None:
+            return super().create_optimizer(model)
+        weights.requires_grad_(False)  # out of the model's groups (weight decay, the encoder's rate) ...
+        try:
+            optimizer = super().create_optimizer(model)
+        finally:
+            weights.requires_grad_(True)
+        # ... into a group of their own; the learning-rate schedule scales it like the others
+        optimizer.add_param_group({"params": list(weights.parameters()), "weight_decay": 0.0,
+                                   "lr": self.joint.uncertainty_learning_rate})
+        return optimizer
+
+    def train(self, *args: Any, **kwargs: Any):  # noqa: D102
+        result = super().train(*args, **kwargs)
+        weights = self._uncertainty()
+        if weights is not None:
+            self.learned_log_variance = [float(value) for value in weights.log_variance.detach().cpu()]
+            del self.model.loss_weighting  # not part of the saved model (see the class docstring)
+        return result
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:  # noqa: D102
         if "loss" in logs and self._count:
@@ -215,6 +384,12 @@ class JointLossTrainer(StageTrainer):
             logs.update(zip(self._sums, self.accelerator.reduce(means, reduction="mean").tolist()))
             self._sums = dict.fromkeys(self._sums, 0.0)
             self._count = 0
+            # the same on every process: weights follow lambda(t) and the (averaged) gradients
+            logs.update({key: value / max(self._weight_steps, 1) for key, value in self._weight_sums.items()})
+            self._weight_sums = dict.fromkeys(self._weight_sums, 0.0)
+            self._weight_steps = 0
+            logs.update(self._gradient_stats)
+            self._gradient_stats = {}
         super().log(logs, start_time)
 
 
