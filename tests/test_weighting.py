@@ -129,6 +129,16 @@ def test_measuring_the_gradients_changes_nothing(tmp_path, monkeypatch):
         assert measured_gradients.steps[step].keys() == plain_gradients.steps[step].keys()
         assert all(torch.equal(measured_gradients.steps[step][n], plain_gradients.steps[step][n])
                    for n in plain_gradients.steps[step])
+    # a diagnostic, not training compute: the FLOP-matched baseline must not be handed it
+    assert measured.state.total_flos == plain.state.total_flos > 0
+
+
+def test_gradcos_counts_the_gradients_it_trains_with(tmp_path, monkeypatch):
+    gated, _ = make_trainer(tmp_path / "a", "gradcos", steps=2)
+    gated.train()
+    fixed, _ = make_trainer(tmp_path / "b", "fixed", steps=2)
+    fixed.train()
+    assert gated.state.total_flos > 1.5 * fixed.state.total_flos
 
 
 def test_normalized_weighs_the_supervised_loss_by_ln_v_over_ln_c(tmp_path):

@@ -161,11 +161,13 @@ class StageTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.model_accepts_loss_kwargs = False
         self._step_flops = 0
+        self._uncounted_flops = 0  # diagnostics inside a step that are not training (see JointLossTrainer)
 
     def training_step(self, model, inputs, num_items_in_batch=None):  # noqa: D102
+        self._uncounted_flops = 0
         with FlopCounterMode(display=False) as counter:
             loss = super().training_step(model, inputs, num_items_in_batch)
-        self._step_flops = counter.get_total_flops()
+        self._step_flops = counter.get_total_flops() - self._uncounted_flops
         return loss
 
     def floating_point_ops(self, inputs) -> int:  # noqa: D102 - the Trainer adds this after each training_step
@@ -194,8 +196,9 @@ class JointLossTrainer(StageTrainer):
     At each logging step, for that optimizer step: ``grad_norm_mlm``, ``grad_norm_supervised`` and
     ``grad_cosine``, the two losses' gradients on the shared encoder (``model.base_model``), taken
     with ``torch.autograd.grad`` and summed over the accumulation steps like the real gradient.
-    They cost extra backward passes (counted in the FLOPs, as everything in ``training_step`` is) and
-    change nothing in the run: the weights are those of a run that does not measure them.
+    They cost extra backward passes, which are not counted in the FLOPs (except for gradcos, which
+    trains with them), and change nothing in the run: the weights are those of a run that does not
+    measure them.
 
     When lambda(t) is 0 the loss is L_mlm in every mode and the supervised term is left out of the
     graph: the classifier gets no gradient and no optimizer update (not even weight decay), which
@@ -331,11 +334,16 @@ class JointLossTrainer(StageTrainer):
         # Scaled as the Trainer scales the loss it backpropagates, so the sums match the step's gradient.
         scale = 1.0 / self.current_gradient_accumulation_steps
         params = self._split["params"]
-        for key, loss in (("mlm", mlm_loss), ("supervised", cls_loss)):
-            grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-            for total, grad in zip(self._split[key], grads):
-                if grad is not None:
-                    total.add_(grad, alpha=scale)
+        # gradcos trains with these gradients: they are its compute. Otherwise they are only logged,
+        # and counting them would hand the FLOP-matched baseline compute SPT never trained with.
+        with FlopCounterMode(display=False) as diagnostics:
+            for key, loss in (("mlm", mlm_loss), ("supervised", cls_loss)):
+                grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+                for total, grad in zip(self._split[key], grads):
+                    if grad is not None:
+                        total.add_(grad, alpha=scale)
+        if self.joint.weighting != "gradcos":
+            self._uncounted_flops += diagnostics.get_total_flops()
 
     def _finish_split(self) -> None:
         split, self._split = self._split, None
