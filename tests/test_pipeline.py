@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 from transformers import pipeline
@@ -69,6 +70,23 @@ def test_each_stage_records_the_checkpoint_it_started_from(repo):
         provenance = json.loads((repo / "models" / stage / "provenance.json").read_text())
         assert provenance["init_sha256"] == content_sha256(repo / "models" / init)
     assert json.loads((repo / "metrics" / "finetune.json").read_text())["classifier_carried_over"] is True
+
+
+def test_finetune_keeps_the_best_validated_classifier(repo):
+    import datasets
+
+    from stages.common.metrics import classification_scores
+    from stages.evaluate import predict
+
+    reported = json.loads((repo / "metrics" / "finetune.json").read_text())
+    rows = csv.DictReader(open(repo / "plots" / "finetune" / "validation.csv"))
+    curve = [row for row in rows if row["eval_macro_f1"]]
+    best = max(curve, key=lambda row: float(row["eval_macro_f1"]))  # the first of equals, as the Trainer keeps it
+    assert (reported["best_step"], reported["val_macro_f1"]) == (int(best["step"]), float(best["eval_macro_f1"]))
+    validation = datasets.load_from_disk(str(repo / "data" / "processed" / "labeled"))["validation"]
+    logits = predict(repo / "models" / "finetune", validation, batch_size=16)
+    saved = classification_scores(np.asarray(validation["label"]), logits.argmax(axis=1))
+    assert saved["macro_f1"] == pytest.approx(reported["val_macro_f1"], abs=1e-6)
 
 
 def test_plain_transformers_pipeline_agrees_with_evaluate(repo):
