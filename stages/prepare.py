@@ -48,12 +48,13 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
     import datasets
 
     from stages.common.tokenization import (
+        SCRATCH_TOKENIZERS,
         load_tokenizer,
         save_dataset,
         save_tokenizer,
         tokenize_and_pack,
         tokenize_labeled,
-        train_wordpiece,
+        train_tokenizer,
     )
 
     data, prep = params.data, params.prepare
@@ -83,7 +84,8 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
             raise err.__cause__ from None
         raise
     if model_source.name_or_path is None:
-        tokenizer = train_wordpiece(lambda: _iter_texts(corpus), params.model.scratch.vocab_size, prep.max_length)
+        tokenizer = train_tokenizer(SCRATCH_TOKENIZERS[params.model.scratch.architecture], lambda: _iter_texts(corpus),
+                                    params.model.scratch.vocab_size, prep.max_length)
     else:
         tokenizer = load_tokenizer(model_source.name_or_path, prep.max_length)
 

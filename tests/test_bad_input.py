@@ -264,10 +264,11 @@ CASES = {
     "model_without_config": Case(model_dir({"model.safetensors": b""}), "prepare", (
         "model.source = 'pretrained/mine': pretrained/mine has no config.json",
         "point it at a directory written by save_pretrained")),
-    "model_not_bert": Case(
+    "model_decoder_only": Case(
         model_dir({"config.json": b'{"model_type": "gpt2"}', "model.safetensors": b""}), "prepare", (
-            "model.source = 'pretrained/mine': model_type is 'gpt2'", "model_type 'bert'",
-            "point model.source at a BERT checkpoint")),
+            "model.source = 'pretrained/mine': model_type is 'gpt2'", "no AutoModelForMaskedLM class",
+            "bert, roberta, xlm-roberta, deberta-v2, electra, distilbert, modernbert (tested)",
+            "decoder-only models")),
     "model_pickle_only": Case(
         model_dir({"config.json": BERT_CONFIG, "pytorch_model.bin": pickle.dumps(_Pwned())}), "prepare", (
             "model.source = 'pretrained/mine': pretrained/mine has no .safetensors weights",

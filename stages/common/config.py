@@ -38,6 +38,7 @@ _PYTHON = re.compile(r"^python3(\.\d+)?$")
 SHELL_OPERATORS = set(";&|<>`()\n")  # $VAR stays allowed: multi-node flags use it
 
 PositiveInt = Annotated[int, Field(gt=0)]
+ScratchArchitecture = Literal["bert", "roberta", "xlm-roberta", "deberta-v2", "electra", "distilbert", "modernbert"]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
 
 
@@ -97,8 +98,11 @@ class DataConfig(Section):
 
 
 class ScratchConfig(Section):
-    """Sizes of a BERT built from scratch when ``model.source`` is ``scratch``."""
+    """Architecture and sizes of an encoder built from scratch when ``model.source`` is ``scratch``."""
 
+    architecture: ScratchArchitecture = Field(
+        "bert", description="the model_type; prepare trains the tokenizer kind it has (WordPiece for bert, electra "
+        "and distilbert; byte-level BPE for roberta and modernbert; SentencePiece-style for xlm-roberta, deberta-v2)")
     vocab_size: Annotated[int, Field(ge=100)] = 8000
     hidden_size: PositiveInt = 256
     num_layers: PositiveInt = 4
@@ -119,9 +123,25 @@ class ModelConfig(Section):
 
     source: str = Field(
         "builtin:all-minilm-l6-v2",
-        description="scratch, builtin:all-minilm-l6-v2, a local Hugging Face model directory, or a Hub id",
+        description="scratch, builtin:all-minilm-l6-v2, a local Hugging Face model directory, or a Hub id: an "
+        "encoder with a masked-LM and a sequence-classification class in transformers (bert, roberta, xlm-roberta, "
+        "deberta-v2, electra, distilbert, modernbert, ...)",
     )
+    revision: str | None = Field(
+        None, description="a Hub model's commit (or branch or tag) to download; null: its main branch. The commit "
+        "it resolved to is recorded in provenance and MLflow tags")
     scratch: ScratchConfig = Field(default_factory=ScratchConfig)
+
+    @model_validator(mode="after")
+    def _revision_needs_hub_id(self) -> ModelConfig:
+        if self.revision is not None and (self.source == "scratch" or self.source.startswith("builtin:")
+                                          or Path(self.source).exists()):
+            raise ValueError(f"revision = {self.revision!r} pins a Hub model, but source = '{self.source}' is not a "
+                             "Hub id (a local directory or a builtin is pinned by its content hash); set "
+                             "model.revision to null")
+        if self.revision is not None and not self.revision.strip():
+            raise ValueError("revision is empty; give a commit, branch or tag, or null for the main branch")
+        return self
 
     @field_validator("source")
     @classmethod
