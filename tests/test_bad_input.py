@@ -299,7 +299,7 @@ CASES = {
         "params.yaml: 1 problem", "finetune.batch_size = 0: Input should be greater than 0")),
     "fractions_leave_no_training_split": Case(params(prepare__val_fraction=0.5, prepare__test_fraction=0.45),
                                               "prepare", (
-        "prepare = ", "val_fraction + test_fraction = 0.95 leaves under 10% of the data for training",
+        "prepare: ", "val_fraction + test_fraction = 0.95 leaves under 10% of the data for training",
         "lower them")),
     "n_per_class_larger_than_class": Case(params(prepare__n_per_class=100000), "prepare", (
         "prepare.n_per_class = 100000 but the training split holds only", "'fresh': ", "'rotten': ",
