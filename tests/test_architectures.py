@@ -20,6 +20,7 @@ from stages.common.checkpoints import save_checkpoint
 from stages.common.model import MLM_HEADS, EncoderForPackedMaskedLM, EncoderForSupervisedPretraining
 from stages.common.model_source import TESTED_ARCHITECTURES
 from stages.common.sandbox import tiny_repository, write_tiny_encoder
+from stages.common.tokenization import SCRATCH_TOKENIZERS
 
 LABELS = {"id2label": {0: "fresh", 1: "rotten"}, "label2id": {"fresh": 0, "rotten": 1}}
 
@@ -46,6 +47,19 @@ def batch(tokenizer, clean=False):
 
 def test_every_tested_architecture_has_a_masked_only_head():
     assert set(TESTED_ARCHITECTURES) == set(MLM_HEADS)
+
+
+def test_scratch_tokenizer_is_of_the_architectures_kind(source):
+    """write_tiny_encoder builds what model.source: scratch builds: scratch_config and train_tokenizer."""
+    architecture, directory = source
+    tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    pieces = tokenizer.tokenize("unremarkably overlong")
+    marker = {"wordpiece": "##", "bpe": "\u0120", "sentencepiece": "\u2581"}[SCRATCH_TOKENIZERS[architecture]]
+    assert any(marker in piece for piece in pieces + tokenizer.tokenize("a film about films")), pieces
+    assert tokenizer.model_input_names == ["input_ids", "attention_mask"]
+    config = json.loads((directory / "config.json").read_text())
+    assert config["model_type"] == architecture and config["vocab_size"] == len(tokenizer)
+    assert config["pad_token_id"] == tokenizer.pad_token_id
 
 
 def test_two_head_checkpoint_loads_with_both_auto_classes(source, tmp_path):
