@@ -121,6 +121,20 @@ def test_nothing_the_source_learned_is_dropped(source, tmp_path):
     assert bool(model.unreached_by_mlm) == (architecture == "bert")  # BERT's pooler, kept and frozen
 
 
+def test_flop_matched_budget_counts_every_architecture(source):
+    """baseline_flops counts a finetuning step of the architecture (DeBERTa-v2: on CPU, not meta),
+    and counting draws nothing from the training RNG."""
+    from transformers import AutoConfig
+
+    from stages.common.flops import classifier_step_flops
+
+    architecture, directory = source
+    before = torch.random.get_rng_state()
+    step_flops = classifier_step_flops(AutoConfig.from_pretrained(str(directory), num_labels=2))
+    assert 0 < step_flops(2, 8) < step_flops(2, 16) < step_flops(4, 16)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
 @pytest.mark.e2e
 def test_tiny_pipeline_runs_on_each_architecture(source, tmp_path, tiny_data, monkeypatch):
     """prepare -> pretrain_unsup -> pretrain_sup -> finetune -> evaluate with model.source the
