@@ -2,7 +2,7 @@
 
 Reads:  models/<finetune.init_from>/ (pretrain_sup by default; pretrain_unsup is the standard
         recipe), data/processed (labeled train and validation splits, label map).
-Writes: models/finetune/ (BertForSequenceClassification; `pipeline("text-classification",
+Writes: models/finetune/ (the architecture's ...ForSequenceClassification; `pipeline("text-classification",
         model="models/finetune")` loads it), metrics/finetune.json (best validation scores),
         plots/finetune/ (training loss, validation curves), checkpoints/finetune/ (resume).
 Params: seed, runtime, finetune.

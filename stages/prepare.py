@@ -1,13 +1,16 @@
 """prepare: read the sources, clean and split them, build the tokenizer and tokenized datasets.
 
-Reads:  data.labeled, data.unlabeled (built-ins from pinned packages, or files), model.source.
+Reads:  data.labeled, data.test, data.unlabeled (built-ins from pinned packages, hf: datasets
+        through datasets.load_dataset, or files), model.source.
 Writes: data/processed/ (labeled train/validation/test, packed masked-LM corpus, tokenizer,
         label map), reports/prepare.json (the data report), metrics/prepare.json (its headline
         numbers, for `dvc exp show`), plots/prepare/ (class balance, token lengths).
 Params: seed, data, model, prepare.
 
 Splits are stratified by label, group-aware, seeded, and share no text (exact or normalised);
-validation and test texts never enter the masked-LM corpus. Outputs appear only when complete.
+validation and test texts never enter the masked-LM corpus. With data.test the given test set
+(e.g. a Hub dataset's official test split) is the test split, whole, and only validation is split
+from the rest. Outputs appear only when complete.
 """
 
 from __future__ import annotations
@@ -48,17 +51,18 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
     import datasets
 
     from stages.common.tokenization import (
+        SCRATCH_TOKENIZERS,
         load_tokenizer,
         save_dataset,
         save_tokenizer,
         tokenize_and_pack,
         tokenize_labeled,
-        train_wordpiece,
+        train_tokenizer,
     )
 
     data, prep = params.data, params.prepare
     model_source = resolve_model_source(params.model)  # fail on a bad model before any work
-    source = read_labeled(data.labeled, data.text_column, data.label_column, prep.group_column)
+    source = read_labeled(data.labeled, data.text_column, data.label_column, prep.group_column, data.test)
     frame, cleaning = clean_labeled(source, data.labels)
     label_names = sorted(frame["label"].unique())
     splits = split_labeled(frame, label_names, prep.val_fraction, prep.test_fraction, params.seed,
@@ -83,7 +87,8 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
             raise err.__cause__ from None
         raise
     if model_source.name_or_path is None:
-        tokenizer = train_wordpiece(lambda: _iter_texts(corpus), params.model.scratch.vocab_size, prep.max_length)
+        tokenizer = train_tokenizer(SCRATCH_TOKENIZERS[params.model.scratch.architecture], lambda: _iter_texts(corpus),
+                                    params.model.scratch.vocab_size, prep.max_length)
     else:
         tokenizer = load_tokenizer(model_source.name_or_path, prep.max_length)
 
@@ -107,6 +112,8 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
     return {
         "sources": {"labeled": source.provenance, "model": model_source.provenance,
                     "unlabeled": data.unlabeled},
+        # the given test set (data.test), or null: test_fraction of data.labeled
+        "test_set": data.test,
         **cleaning.as_dict(),
         "labels": label_names,
         "splits": {name: len(labeled[name]) for name in SPLITS},

@@ -2,11 +2,12 @@
 
 Reads:  models/pretrain_unsup/ (the encoder, its pooler and MLM head), data/processed (labeled
         train texts, packed unlabeled corpus, tokenizer, label map).
-Writes: models/pretrain_sup/ (one encoder, two heads: loads as BertForSequenceClassification or
-        BertForMaskedLM with plain transformers), metrics/pretrain_sup.json (validation accuracy
-        and macro-F1 of the classifier head, final losses and weights), plots/pretrain_sup/ (L_mlm,
-        L_supervised, lambda(t) and their sum per step; the gradients of both losses on the encoder,
-        their cosine and the effective weights), checkpoints/pretrain_sup/ (resume).
+Writes: models/pretrain_sup/ (one encoder, two heads: loads as the architecture's
+        ...ForSequenceClassification or ...ForMaskedLM with plain transformers),
+        metrics/pretrain_sup.json (validation accuracy and macro-F1 of the classifier head, final
+        losses and weights), plots/pretrain_sup/ (L_mlm, L_supervised, lambda(t) and their sum per
+        step; the gradients of both losses on the encoder, their cosine and the effective weights),
+        checkpoints/pretrain_sup/ (resume).
 Params: seed, runtime, pretrain_sup.
 
 As a study run (`--variant spt|tapt --seed N`, the study_pretrain stage) it writes to
@@ -73,7 +74,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.config import section_dict
     from stages.common.hashing import content_sha256
     from stages.common.metrics import classification_scores
-    from stages.common.model import BertForSupervisedPretraining
+    from stages.common.model import EncoderForSupervisedPretraining
     from stages.common.runtime import configure_runtime, training_arguments
     from stages.common.tokenization import by_length
     from stages.common.tracking import tracked_run
@@ -108,7 +109,7 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
         if reuse_main_chain(run):
             return
 
-        model = BertForSupervisedPretraining.from_pretrained(
+        model = EncoderForSupervisedPretraining.from_pretrained(
             str(paths.model_dir(INIT)), num_labels=len(label_map["label2id"]),
             id2label={int(k): v for k, v in label_map["id2label"].items()}, label2id=label_map["label2id"])
         collator = MaskingCollator(tokenizer, cfg.mlm_probability, seed, cfg.whole_word_masking,

@@ -1,7 +1,8 @@
 """pretrain_unsup: masked-LM pretraining on the prepared, packed corpus.
 
 Reads:  data/processed (corpus, tokenizer, validation texts), model.source (unless scratch).
-Writes: models/pretrain_unsup/ (BertForMaskedLM checkpoint, with the source model's pooler kept:
+Writes: models/pretrain_unsup/ (the architecture's masked-LM checkpoint, e.g. BertForMaskedLM or
+        RobertaForMaskedLM, with the encoder as its classifier builds it, BERT's pooler kept:
         safetensors, config, tokenizer, provenance.json), metrics/pretrain_unsup.json (held-out
         masked-token accuracy, perplexity), plots/pretrain_unsup/ (learning curves),
         checkpoints/pretrain_unsup/ (resume).
@@ -32,15 +33,14 @@ def with_example_ids(dataset, keep: tuple[str, ...] = ("input_ids",)):
 
 def build_model(params, tokenizer):
     """The masked-LM model to train, and the provenance of where it came from."""
-    from stages.common.model import BertForPackedMaskedLM, scratch_config
+    from stages.common.model import EncoderForPackedMaskedLM, scratch_config
     from stages.common.model_source import resolve_model_source
 
     source = resolve_model_source(params.model)
     if source.name_or_path is None:
-        config = scratch_config(params.model.scratch, len(tokenizer), tokenizer.model_max_length,
-                                tokenizer.pad_token_id)
-        return BertForPackedMaskedLM(config), source.provenance
-    model = BertForPackedMaskedLM.from_pretrained(source.name_or_path)
+        return EncoderForPackedMaskedLM(scratch_config(params.model.scratch, tokenizer, tokenizer.model_max_length)
+                                        ), source.provenance
+    model = EncoderForPackedMaskedLM.from_pretrained(source.name_or_path)
     if len(tokenizer) > model.config.vocab_size:
         raise ModelError(f"the tokenizer in {paths.TOKENIZER} has {len(tokenizer)} tokens but model.source "
                          f"'{params.model.source}' has vocab_size {model.config.vocab_size}; rerun "
@@ -78,17 +78,18 @@ def main(params) -> None:
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
         corpus = with_example_ids(datasets.load_from_disk(str(paths.CORPUS)))
         held_out = with_example_ids(datasets.load_from_disk(str(paths.LABELED))["validation"])
-        model, source_provenance = build_model(params, tokenizer)
-        model.bert.pooler.requires_grad_(False)  # the MLM loss never reaches it: keep the source's weights
+        model, source_provenance = build_model(params, tokenizer)  # BERT's pooler frozen: the MLM loss never reaches it
         run = begin_training(STAGE, tracker, {name: section_dict(getattr(params, name))
                                               for name in ("model", "runtime", STAGE)} | {"seed": params.seed},
                              {"data": content_sha256(paths.PROCESSED),
                               "init": source_provenance.get("sha256", "scratch")},
-                             {"corpus": len(corpus), "validation": len(held_out)})
+                             {"corpus": len(corpus), "validation": len(held_out)},
+                             tags={f"model_{key}": source_provenance[key] for key in ("revision", "commit")
+                                   if key in source_provenance})
         collator = MaskingCollator(tokenizer, cfg.mlm_probability, params.seed, cfg.whole_word_masking)
         callbacks = [EpochCallback(collator), run.history]
         if cfg.head_warmup_steps:
-            callbacks.append(HeadWarmup(model.bert, cfg.head_warmup_steps))
+            callbacks.append(HeadWarmup(model.base_model, cfg.head_warmup_steps))
         trainer = StageTrainer(
             model=model,
             args=training_arguments(cfg, run.checkpoints, params.seed, params.runtime,

@@ -264,10 +264,11 @@ CASES = {
     "model_without_config": Case(model_dir({"model.safetensors": b""}), "prepare", (
         "model.source = 'pretrained/mine': pretrained/mine has no config.json",
         "point it at a directory written by save_pretrained")),
-    "model_not_bert": Case(
+    "model_decoder_only": Case(
         model_dir({"config.json": b'{"model_type": "gpt2"}', "model.safetensors": b""}), "prepare", (
-            "model.source = 'pretrained/mine': model_type is 'gpt2'", "model_type 'bert'",
-            "point model.source at a BERT checkpoint")),
+            "model.source = 'pretrained/mine': model_type is 'gpt2'", "no AutoModelForMaskedLM class",
+            "bert, roberta, xlm-roberta, deberta-v2, electra, distilbert, modernbert (tested)",
+            "decoder-only models")),
     "model_pickle_only": Case(
         model_dir({"config.json": BERT_CONFIG, "pytorch_model.bin": pickle.dumps(_Pwned())}), "prepare", (
             "model.source = 'pretrained/mine': pretrained/mine has no .safetensors weights",
@@ -298,7 +299,7 @@ CASES = {
         "params.yaml: 1 problem", "finetune.batch_size = 0: Input should be greater than 0")),
     "fractions_leave_no_training_split": Case(params(prepare__val_fraction=0.5, prepare__test_fraction=0.45),
                                               "prepare", (
-        "prepare = ", "val_fraction + test_fraction = 0.95 leaves under 10% of the data for training",
+        "prepare: ", "val_fraction + test_fraction = 0.95 leaves under 10% of the data for training",
         "lower them")),
     "n_per_class_larger_than_class": Case(params(prepare__n_per_class=100000), "prepare", (
         "prepare.n_per_class = 100000 but the training split holds only", "'fresh': ", "'rotten': ",

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stages.common.collators import IGNORE_INDEX, MaskingCollator
-from stages.common.tokenization import train_wordpiece
+from stages.common.tokenization import train_tokenizer, train_wordpiece
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,29 @@ def test_whole_word_masking_masks_every_piece_of_a_word(tokenizer):
         for i, piece in enumerate(pieces):
             if piece.startswith("##"):
                 assert selected[i] == selected[i - 1]
+
+
+@pytest.mark.parametrize("kind, marker", [("bpe", "\u0120"), ("sentencepiece", "\u2581")])
+def test_whole_word_masking_with_word_start_markers(kind, marker):
+    """Byte-level BPE and SentencePiece mark a word's first piece; the rest of the word follows it,
+    and the first word of a text (no 'Ġ' in byte-level BPE) starts after the special token."""
+    texts = ["the quick brown fox jumps over the lazy dog", "unbelievable performances everywhere"] * 50
+    bpe_tokenizer = train_tokenizer(kind, lambda: [texts], vocab_size=300, max_length=32)
+    collator = MaskingCollator(bpe_tokenizer, mlm_probability=0.5, seed=0, whole_word_masking=True)
+    ids = np.array(bpe_tokenizer("quickest foxes jumped overly lazily")["input_ids"])
+    pieces = bpe_tokenizer.convert_ids_to_tokens(ids.tolist())
+    words = np.cumsum([piece.startswith(marker) or i == 1 for i, piece in enumerate(pieces)])
+    assert len(set(words[1:-1])) == 5 and len(pieces) > 7  # five words, some in several pieces
+    ever_masked = set()
+    for example_id in range(20):
+        _, target = collator.mask(ids, example_id)
+        selected = target != IGNORE_INDEX
+        for word in set(words[1:-1]):
+            in_word = selected[1:-1][words[1:-1] == word]
+            assert in_word.all() or not in_word.any()
+            if in_word.all():
+                ever_masked.add(word)
+    assert ever_masked == set(words[1:-1])  # the first word too
 
 
 def test_supervised_batches_carry_class_labels(tokenizer):

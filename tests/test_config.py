@@ -54,12 +54,12 @@ def test_unknown_section_and_source_scheme(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     data = default_params()
     data["pretrain"] = {}
-    data["data"]["labeled"] = "hf:imdb"
+    data["data"]["labeled"] = "s3:bucket/imdb"
     data["data"]["unlabeled"] = ["missing.txt", "builtin:wikipedia"]
     data["model"]["source"] = "builtin:bert-large"
     message = str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
     assert "pretrain: unknown key" in message
-    assert "unknown source scheme 'hf:'" in message
+    assert "unknown source scheme 's3:'" in message
     assert "path 'missing.txt' does not exist" in message
     assert "unknown builtin 'wikipedia'" in message
     assert "unknown builtin 'bert-large'" in message

@@ -48,7 +48,7 @@ def test_clean_counts_drops_and_removes_normalised_duplicates():
         ("Good film", "pos"), ("good   FILM", "pos"), ("  ", "pos"), (None, "neg"), ("Bad", None),
         ("Awful", "neg"), ("Meh", "other"), ("Fine", "pos")]), keep_labels=["pos", "neg"])
     assert report.as_dict() == {"rows_read": 8, "dropped": {
-        "empty_text": 2, "missing_label": 1, "unknown_label": 1, "duplicate": 1}}
+        "empty_text": 2, "missing_label": 1, "unknown_label": 1, "duplicate": 1, "in_official_test": 0}}
     assert sorted(frame["text"]) == ["Awful", "Fine", "Good film"]
 
 

@@ -16,7 +16,7 @@ from stages.common.checkpoints import save_checkpoint, verify_checkpoint
 from stages.common.config import PretrainSupConfig
 from stages.common.errors import ModelError
 from stages.common.model import BertForPackedMaskedLM, BertForSupervisedPretraining
-from stages.common.model_source import check_bert_config
+from stages.common.model_source import check_encoder_config
 from stages.common.tokenization import train_wordpiece
 from stages.common.trainers import JointLossTrainer
 
@@ -128,11 +128,11 @@ def test_corrupt_checkpoint_is_refused(tmp_path, tokenizer):
 
 def test_model_source_checks(tmp_path):
     with pytest.raises(ModelError, match="no config.json"):
-        check_bert_config(tmp_path, "my-model")
+        check_encoder_config(tmp_path, "my-model")
     (tmp_path / "config.json").write_text('{"model_type": "gpt2"}')
-    with pytest.raises(ModelError, match="model_type is 'gpt2'"):
-        check_bert_config(tmp_path, "my-model")
+    with pytest.raises(ModelError, match="model_type is 'gpt2', and transformers has no AutoModelForMaskedLM class"):
+        check_encoder_config(tmp_path, "my-model")
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     (tmp_path / "pytorch_model.bin").write_bytes(b"pickle")
     with pytest.raises(ModelError, match="pickled weights"):
-        check_bert_config(tmp_path, "my-model")
+        check_encoder_config(tmp_path, "my-model")

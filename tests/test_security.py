@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from stages.common.errors import ModelError
-from stages.common.model_source import check_bert_config
+from stages.common.model_source import check_encoder_config
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = sorted((REPO / "stages").rglob("*.py"))
@@ -40,7 +40,7 @@ def test_pickled_weights_are_refused_unopened(tmp_path):
     marker = tmp_path / "unpickled"
     (model / "pytorch_model.bin").write_bytes(pickle.dumps(_MakesADirectoryWhenUnpickled(marker)))
     with pytest.raises(ModelError, match=r"pickled weights \(pytorch_model.bin\) are refused"):
-        check_bert_config(model, "my-model")
+        check_encoder_config(model, "my-model")
     assert not marker.exists()
 
 

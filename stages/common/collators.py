@@ -39,8 +39,7 @@ class MaskingCollator:
 
     def __post_init__(self) -> None:
         vocab = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
-        # WordPiece marks the second and later pieces of a word with '##'.
-        self._continuation = np.array([token.startswith("##") for token in vocab])
+        self._continuation = continuation_tokens(vocab)
         self._special = np.zeros(len(vocab), dtype=bool)
         self._special[self.tokenizer.all_special_ids] = True
 
@@ -74,8 +73,11 @@ class MaskingCollator:
         rng = np.random.default_rng([self.seed, self.epoch, example_id])
         maskable = ~self._special[ids]
         if self.whole_word_masking:
-            # Draw once per word (a piece that does not start with '##') and spread to its pieces.
-            starts = maskable & ~self._continuation[ids]
+            # Draw once per word and spread to its pieces (see continuation_tokens).
+            # a word starts at a piece that is no continuation, or right after a special token
+            # (the first word of a byte-level BPE text carries no 'Ġ')
+            after_special = np.concatenate([[True], self._special[ids[:-1]]])
+            starts = maskable & (~self._continuation[ids] | after_special)
             word_of_token = np.cumsum(starts) - 1
             chosen_words = rng.random(int(starts.sum())) < self.mlm_probability
             selected = maskable & (word_of_token >= 0) & chosen_words[np.maximum(word_of_token, 0)]
@@ -88,3 +90,18 @@ class MaskingCollator:
         random_tokens = selected & (roll >= 0.8) & (roll < 0.9)
         masked[random_tokens] = rng.integers(0, len(self.tokenizer), int(random_tokens.sum()))
         return masked, target
+
+
+WORD_START_MARKERS = ("\u0120", "\u2581")  # byte-level BPE's 'Ġ', SentencePiece's '▁'
+
+
+def continuation_tokens(vocab: list[str]) -> np.ndarray:
+    """Which tokens continue a word rather than start one, per token id.
+
+    WordPiece marks continuations with '##'; byte-level BPE and SentencePiece instead mark a word's
+    first piece ('Ġ', '▁'), so there every piece without that mark continues a word.
+    """
+    if any(token.startswith("##") for token in vocab):
+        return np.array([token.startswith("##") for token in vocab])
+    marker = max(WORD_START_MARKERS, key=lambda mark: sum(token.startswith(mark) for token in vocab))
+    return np.array([not token.startswith(marker) for token in vocab])

@@ -12,6 +12,7 @@ import difflib
 import re
 import shlex
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -38,7 +39,36 @@ _PYTHON = re.compile(r"^python3(\.\d+)?$")
 SHELL_OPERATORS = set(";&|<>`()\n")  # $VAR stays allowed: multi-node flags use it
 
 PositiveInt = Annotated[int, Field(gt=0)]
+ScratchArchitecture = Literal["bert", "roberta", "xlm-roberta", "deberta-v2", "electra", "distilbert", "modernbert"]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+HUB_DATASET_SYNTAX = "hf:REPO[@REVISION][:CONFIG][:SPLIT]"
+_HUB_DATASET = re.compile(r"^hf:(?P<repo>[^@:]+)(@(?P<revision>[^:]+))?(:(?P<config>[\w.-]*))?(:(?P<split>[\w.-]+))?$")
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    """A parsed ``hf:`` source, the arguments of ``datasets.load_dataset``: ``repo`` is a Hub id
+    (``name`` or ``owner/name``) or a local dataset repository directory (data files and a README
+    with configs, as on the Hub); ``split`` None means every split."""
+
+    repo: str
+    revision: str | None
+    config: str | None
+    split: str | None
+
+
+def parse_hub_dataset(value: str) -> HubDataset:
+    """Parse ``hf:REPO[@REVISION][:CONFIG][:SPLIT]`` (e.g. ``hf:stanfordnlp/imdb``,
+    ``hf:nyu-mll/glue:sst2``, ``hf:stanfordnlp/imdb@main::unsupervised``); ValueError if malformed."""
+    match = _HUB_DATASET.match(value)
+    repo = match["repo"] if match else ""
+    if not match or not (_HUB_ID.match(repo) or Path(repo).is_dir()):
+        raise ValueError(f"'{value}' is not {HUB_DATASET_SYNTAX}: REPO is a Hub id like 'owner/name' or an existing "
+                         "local dataset directory, e.g. hf:stanfordnlp/imdb, hf:nyu-mll/glue:sst2, "
+                         "hf:owner/name@v1.0::test")
+    return HubDataset(repo, match["revision"], match["config"] or None, match["split"])
 
 
 class ConfigError(UserError):
@@ -55,9 +85,13 @@ class DataConfig(Section):
     """Where the labeled task and the masked-LM text come from."""
 
     labeled: str = Field(  # required: which data to learn from is never guessed
-        description="builtin:rotten_tomatoes, builtin:bbc_news, or a path to a CSV/TSV/JSONL/Parquet "
-        "file or a datasets save_to_disk directory"
+        description="builtin:rotten_tomatoes, builtin:bbc_news, a Hugging Face dataset "
+        f"({HUB_DATASET_SYNTAX}), or a path to a CSV/TSV/JSONL/Parquet file or a datasets save_to_disk directory"
     )
+    test: str | None = Field(
+        None, description="the test set as given, e.g. a dataset's official one: the name of a split of "
+        "data.labeled (a Hub dataset or a save_to_disk DatasetDict), or a file / directory like data.labeled; "
+        "prepare then splits only validation from the rest. null: the test split is drawn from data.labeled")
     text_column: str = Field("text", description="column holding the text in labeled/unlabeled files")
     label_column: str = Field("label", description="column holding the label in the labeled file")
     labels: list[str] | None = Field(
@@ -65,7 +99,7 @@ class DataConfig(Section):
     )
     unlabeled: list[str] = Field(
         default_factory=lambda: ["builtin:rotten_tomatoes", "builtin:bbc_news"],
-        description="extra masked-LM sources: builtins and/or .txt/.jsonl/.csv/.tsv/.parquet paths; "
+        description="extra masked-LM sources: builtins, hf: datasets and/or .txt/.jsonl/.csv/.tsv/.parquet paths; "
         "the labeled train texts are always added",
     )
 
@@ -74,6 +108,23 @@ class DataConfig(Section):
     def _labeled_source(cls, value: str) -> str:
         _check_source(value, BUILTIN_LABELED)
         return value
+
+    @model_validator(mode="after")
+    def _test_source(self) -> DataConfig:
+        if self.test is None or Path(self.test).exists():
+            return self
+        if not re.fullmatch(r"[\w.-]+", self.test):
+            raise ValueError(f"test = '{self.test}' is neither an existing file or directory nor a split name like "
+                             "'test'")
+        labeled_dir = Path(self.labeled)
+        if not (self.labeled.startswith("hf:") or labeled_dir.is_dir()):
+            raise ValueError(f"test = '{self.test}' names a split, but labeled = '{self.labeled}' has no splits; "
+                             "use a Hub dataset (hf:...) or a save_to_disk DatasetDict as data.labeled, or give "
+                             "data.test as a file")
+        if self.labeled.startswith("hf:") and parse_hub_dataset(self.labeled).split:
+            raise ValueError(f"test = '{self.test}' names a split, but labeled = '{self.labeled}' selects one split; "
+                             "drop the split from data.labeled so the other splits are read")
+        return self
 
     @field_validator("unlabeled")
     @classmethod
@@ -97,8 +148,11 @@ class DataConfig(Section):
 
 
 class ScratchConfig(Section):
-    """Sizes of a BERT built from scratch when ``model.source`` is ``scratch``."""
+    """Architecture and sizes of an encoder built from scratch when ``model.source`` is ``scratch``."""
 
+    architecture: ScratchArchitecture = Field(
+        "bert", description="the model_type; prepare trains the tokenizer kind it has (WordPiece for bert, electra "
+        "and distilbert; byte-level BPE for roberta and modernbert; SentencePiece-style for xlm-roberta, deberta-v2)")
     vocab_size: Annotated[int, Field(ge=100)] = 8000
     hidden_size: PositiveInt = 256
     num_layers: PositiveInt = 4
@@ -119,9 +173,25 @@ class ModelConfig(Section):
 
     source: str = Field(
         "builtin:all-minilm-l6-v2",
-        description="scratch, builtin:all-minilm-l6-v2, a local Hugging Face model directory, or a Hub id",
+        description="scratch, builtin:all-minilm-l6-v2, a local Hugging Face model directory, or a Hub id: an "
+        "encoder with a masked-LM and a sequence-classification class in transformers (bert, roberta, xlm-roberta, "
+        "deberta-v2, electra, distilbert, modernbert, ...)",
     )
+    revision: str | None = Field(
+        None, description="a Hub model's commit (or branch or tag) to download; null: its main branch. The commit "
+        "it resolved to is recorded in provenance and MLflow tags")
     scratch: ScratchConfig = Field(default_factory=ScratchConfig)
+
+    @model_validator(mode="after")
+    def _revision_needs_hub_id(self) -> ModelConfig:
+        if self.revision is not None and (self.source == "scratch" or self.source.startswith("builtin:")
+                                          or Path(self.source).exists()):
+            raise ValueError(f"revision = {self.revision!r} pins a Hub model, but source = '{self.source}' is not a "
+                             "Hub id (a local directory or a builtin is pinned by its content hash); set "
+                             "model.revision to null")
+        if self.revision is not None and not self.revision.strip():
+            raise ValueError("revision is empty; give a commit, branch or tag, or null for the main branch")
+        return self
 
     @field_validator("source")
     @classmethod
@@ -391,6 +461,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: required key is missing"
     value = error.get("input")
     message = error["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict):  # a check across a section's keys: the message names them and their values
+        return f"{key}: {message}"
     return f"{key} = {value!r}: {message}"
 
 
@@ -434,13 +506,16 @@ def check_launcher(value: str) -> None:
 
 
 def _check_source(value: str, builtins: tuple[str, ...]) -> None:
-    if value.startswith("builtin:"):
+    if value.startswith("hf:"):
+        parse_hub_dataset(value)
+    elif value.startswith("builtin:"):
         name = value.removeprefix("builtin:")
         if name not in builtins:
             raise ValueError(_unknown_builtin(name, builtins))
     elif ":" in value.split("/")[0] and not Path(value).exists():
         scheme = value.split(":")[0]
-        raise ValueError(f"unknown source scheme '{scheme}:'; use 'builtin:NAME' or a file path")
+        raise ValueError(f"unknown source scheme '{scheme}:'; use 'builtin:NAME', '{HUB_DATASET_SYNTAX}' or a file "
+                         "path")
     elif not Path(value).exists():
         raise ValueError(f"path '{value}' does not exist (relative paths start at the repository root)")
 

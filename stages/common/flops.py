@@ -23,20 +23,36 @@ def training_step_flops(model: torch.nn.Module, batch: dict[str, torch.Tensor]) 
 
 
 def classifier_step_flops(config: Any) -> Any:
-    """A function (rows, width) -> FLOPs of one finetuning step of a sequence classifier of ``config``."""
+    """A function (rows, width) -> FLOPs of one finetuning step of a sequence classifier of ``config``.
+
+    Counted on the meta device (shapes only). An architecture whose forward reads tensor values
+    (DeBERTa-v2's relative positions) cannot run there: it is counted on CPU with all-zero ids,
+    the same FLOPs at the cost of real arithmetic, under a forked RNG so training draws are untouched.
+    """
     from transformers import AutoModelForSequenceClassification
 
-    with torch.device("meta"):
-        model = AutoModelForSequenceClassification.from_config(config)
-    model.train()
-
-    @cache
-    def flops(rows: int, width: int) -> int:
-        with torch.device("meta"):
+    def step(device: str, rows: int, width: int) -> int:
+        with torch.device(device):
             ids = torch.zeros((rows, width), dtype=torch.long)
             # no attention mask: padding costs the same FLOPs, and the mask's checks read values
             batch = {"input_ids": ids, "labels": torch.zeros(rows, dtype=torch.long)}
-        return training_step_flops(model, batch)
+        return training_step_flops(models[device], batch)
+
+    models: dict[str, torch.nn.Module] = {}
+    with torch.device("meta"):
+        models["meta"] = AutoModelForSequenceClassification.from_config(config).train()
+    try:
+        step("meta", 1, 2)
+        device = "meta"
+    except RuntimeError:  # e.g. "Tensor.item() cannot be called on meta tensors"
+        device = "cpu"
+        with torch.random.fork_rng(devices=[]):
+            models["cpu"] = AutoModelForSequenceClassification.from_config(config).train()
+
+    @cache
+    def flops(rows: int, width: int) -> int:
+        with torch.random.fork_rng(devices=[]):
+            return step(device, rows, width)
 
     return flops
 

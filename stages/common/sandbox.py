@@ -47,6 +47,25 @@ def write_tiny_data(directory: Path, movies: int = 40) -> None:
     (directory / "unlabeled.txt").write_text("\n".join(plots) + "\n", encoding="utf-8")
 
 
+def write_tiny_encoder(directory: Path, architecture: str, texts: list[str]) -> Path:
+    """A tiny random masked-LM checkpoint of ``architecture`` (a model_type: 2 layers, hidden 32),
+    written with ``save_pretrained`` beside a tokenizer of that architecture's kind trained on
+    ``texts``: what a user's own model directory looks like, for ``model.source``."""
+    import torch
+    from transformers import AutoModelForMaskedLM
+
+    from stages.common.config import ScratchConfig
+    from stages.common.model import scratch_config
+    from stages.common.tokenization import SCRATCH_TOKENIZERS, save_tokenizer, train_tokenizer
+
+    tokenizer = train_tokenizer(SCRATCH_TOKENIZERS[architecture], lambda: iter([texts]), 500, 64)
+    sizes = ScratchConfig(architecture=architecture, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    torch.manual_seed(0)
+    AutoModelForMaskedLM.from_config(scratch_config(sizes, tokenizer, 64)).save_pretrained(directory)
+    save_tokenizer(tokenizer, directory)
+    return directory
+
+
 def copy_repository(target: Path) -> Path:
     """Copy the tracked and untracked-but-not-ignored files of the repo, then make it a git repo."""
     files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,

@@ -96,37 +96,144 @@ class LabeledSource:
     group_column: str | None
 
 
-def read_labeled(source: str, text_column: str, label_column: str, group_column: str | None) -> LabeledSource:
+def read_labeled(source: str, text_column: str, label_column: str, group_column: str | None,
+                 test: str | None = None) -> LabeledSource:
     """Read ``data.labeled`` into a frame with columns text, label (and group when requested).
 
     ``group_column`` is a column name, ``"auto"`` (the builtin's natural group, none for files) or None.
+    With ``test`` (``data.test``: a split of ``source`` or a file) the frame also has a boolean
+    column ``official_test``, true for the rows of that test set, which come first.
     """
+    if test is not None:
+        return _with_official_test(source, text_column, label_column, group_column, test)
+    labels = None
     if source.startswith("builtin:"):
         builtin = BUILTINS[source.removeprefix("builtin:")]
         frame = _read_builtin_labeled(builtin)
-        description = source
         provenance = builtin.provenance()
         labels = builtin.labels or None
         if group_column == "auto":
             group_column = builtin.group_column
+    elif source.startswith("hf:") or Path(source).is_dir():  # datasets with splits: every split
+        frame = pd.concat(list(read_splits(source, label_column, "data.labeled").values()), ignore_index=True)
+        provenance = _split_source_provenance(source)
     else:
-        path = Path(source)
-        frame = read_table(path)
-        description = str(path)
-        provenance = {"source": str(path), "sha256": content_sha256(path)}
-        labels = None
-        if group_column == "auto":
-            group_column = None
-    wanted = {"text": text_column, "label": label_column}
-    if group_column:
-        wanted["group"] = group_column
+        frame = read_table(Path(source))
+        provenance = {"source": source, "sha256": content_sha256(Path(source))}
+    if group_column == "auto":
+        group_column = None
+    frame = _standard_columns(frame, source, text_column, label_column, group_column)
+    return LabeledSource(frame.reset_index(drop=True), source, provenance, labels, group_column)
+
+
+def _with_official_test(source: str, text_column: str, label_column: str, group_column: str | None,
+                        test: str) -> LabeledSource:
+    """``data.labeled`` with ``data.test`` as its test set: a split of it, or a file read like it."""
+    if Path(test).exists():
+        rest = read_labeled(source, text_column, label_column, group_column)
+        official = read_labeled(test, text_column, label_column, rest.group_column)
+        parts = [official.frame, rest.frame]
+        description, labels, group_column = rest.description, rest.labels, rest.group_column
+        provenance = {"labeled": rest.provenance, "test": official.provenance}
+    else:
+        splits = read_splits(source, label_column, "data.labeled")
+        if test not in splits:
+            raise DataError(f"data.test = '{test}': {source} has no split of that name; its splits are "
+                            f"{', '.join(map(repr, splits))}. Set data.test to one of them, or to null to draw a test "
+                            "split from all rows")
+        if len(splits) == 1:
+            raise DataError(f"data.test = '{test}' is the only split of {source}: nothing is left to train on")
+        group_column = None if group_column == "auto" else group_column
+        description, labels = f"{source} (test: its split '{test}')", None
+        provenance = {**_split_source_provenance(source), "test_split": test}
+        parts = [_standard_columns(frame, f"{source}, split '{name}'", text_column, label_column, group_column)
+                 for name, frame in sorted(splits.items(), key=lambda item: item[0] != test)]  # the test split first
+        parts = [parts[0], pd.concat(parts[1:], ignore_index=True)]
+    frame = pd.concat(parts, ignore_index=True)
+    frame["official_test"] = np.arange(len(frame)) < len(parts[0])
+    return LabeledSource(frame, description, provenance, labels, group_column)
+
+
+def _standard_columns(frame: pd.DataFrame, where: str, text_column: str, label_column: str,
+                      group_column: str | None) -> pd.DataFrame:
+    """The text, label (and group) columns of ``frame``, renamed so; DataError naming what is missing."""
+    wanted = {"text": text_column, "label": label_column, **({"group": group_column} if group_column else {})}
     missing = [column for column in wanted.values() if column not in frame.columns]
     if missing:
-        raise DataError(_missing_columns(description, missing, list(frame.columns)))
+        raise DataError(_missing_columns(where, missing, list(frame.columns)))
     frame = frame[list(wanted.values())].copy()
     frame.columns = list(wanted)
-    _check_label_types(frame["label"], description, label_column)
-    return LabeledSource(frame.reset_index(drop=True), description, provenance, labels, group_column)
+    _check_label_types(frame["label"], where, label_column)
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# Datasets with splits: hf: sources (the Hub, or a local dataset repository) and save_to_disk
+
+
+def read_splits(source: str, label_column: str | None, key: str) -> dict[str, pd.DataFrame]:
+    """Every split of an ``hf:`` source or a ``save_to_disk`` directory (one split: its own), as frames.
+
+    A ClassLabel ``label_column`` becomes its names (-1, "no label", becomes missing). ``key`` names
+    the param in messages.
+    """
+    import datasets
+
+    loaded = load_hub_dataset(source, key) if source.startswith("hf:") else _load_saved(Path(source))
+    parts = loaded if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
+    frames = {}
+    for name, part in parts.items():
+        frame = part.to_pandas()
+        feature = part.features.get(label_column) if label_column else None
+        if isinstance(feature, datasets.ClassLabel):
+            frame[label_column] = [feature.names[i] if i is not None and i >= 0 else None for i in frame[label_column]]
+        frames[name] = frame
+    if not any(len(frame) for frame in frames.values()):
+        raise DataError(f"{source}: the dataset has no rows")
+    return frames
+
+
+def load_hub_dataset(source: str, key: str):
+    """``datasets.load_dataset`` for an ``hf:`` source (see config.parse_hub_dataset): a Dataset when
+    it names a split, else a DatasetDict. Hub ids and local dataset repositories take the same path."""
+    import datasets
+
+    from stages.common.config import parse_hub_dataset
+
+    spec = parse_hub_dataset(source)
+    try:
+        return datasets.load_dataset(spec.repo, spec.config, split=spec.split, revision=spec.revision)
+    except Exception as err:  # noqa: BLE001 - offline, missing, private, bad config: one message, the cause in it
+        raise DataError(
+            f"{key} = '{source}': datasets.load_dataset('{spec.repo}', {spec.config!r}, split={spec.split!r}, "
+            f"revision={spec.revision!r}) failed ({type(err).__name__}: {err}). If the Hugging Face Hub is "
+            "unreachable: load it once where it is reachable (datasets caches it, and HF_HUB_OFFLINE=1 then reads "
+            "the cache), or point at a local copy: hf:<directory> for a dataset repository directory (data files "
+            "and a README.md with configs, as on the Hub), or a save_to_disk directory or a CSV / JSONL / Parquet "
+            "file"
+        ) from None
+
+
+def _load_saved(path: Path):
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError) as err:
+        raise DataError(f"{path}: is a directory but not a datasets save_to_disk directory ({err})") from None
+
+
+def _split_source_provenance(source: str) -> dict[str, str]:
+    """Where an ``hf:`` or save_to_disk source came from: its spec and a content hash where there is
+    one on disk (a Hub dataset is pinned by its @REVISION)."""
+    from stages.common.config import parse_hub_dataset
+
+    if not source.startswith("hf:"):
+        return {"source": source, "sha256": content_sha256(Path(source))}
+    spec = parse_hub_dataset(source)
+    local = Path(spec.repo)
+    return {"source": source, "repo": spec.repo, "revision": spec.revision or "main", "config": spec.config or "",
+            "split": spec.split or "", **({"sha256": content_sha256(local)} if local.is_dir() else {})}
 
 
 def _read_builtin_labeled(builtin: Builtin) -> pd.DataFrame:
@@ -152,11 +259,9 @@ def _read_bbc_article(file: Path) -> str:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a user's CSV / TSV / JSONL / Parquet file or ``save_to_disk`` directory into a frame."""
+    """Read a user's CSV / TSV / JSONL / Parquet file into a frame."""
     if not path.exists():
         raise DataError(f"{path}: no such file or directory; check data.labeled in params.yaml")
-    if path.is_dir():
-        return _read_saved_dataset(path)
     if path.stat().st_size == 0:
         raise DataError(f"{path}: the file is empty; point data.labeled at a file with a header and rows")
     suffix = path.suffix.lower()
@@ -179,21 +284,6 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: could not be parsed as {suffix.lstrip('.')}: {err}") from None
     if frame.empty:
         raise DataError(f"{path}: has a header but no data rows; add rows or fix the file")
-    return frame
-
-
-def _read_saved_dataset(path: Path) -> pd.DataFrame:
-    import datasets
-
-    try:
-        loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as err:
-        raise DataError(f"{path}: is a directory but not a datasets save_to_disk directory ({err})") from None
-    if isinstance(loaded, datasets.DatasetDict):
-        loaded = datasets.concatenate_datasets(list(loaded.values()))
-    frame = loaded.to_pandas()
-    if frame.empty:
-        raise DataError(f"{path}: the dataset has no rows")
     return frame
 
 
@@ -253,7 +343,18 @@ def is_missing(value: object) -> bool:
 
 
 def iter_unlabeled(source: str, text_column: str) -> Iterator[str]:
-    """Yield the texts of one ``data.unlabeled`` source without loading it whole."""
+    """Yield the texts of one ``data.unlabeled`` source without loading it whole (an ``hf:`` dataset
+    is memory-mapped by datasets: every split, or the one it names)."""
+    if source.startswith("hf:"):
+        import datasets
+
+        loaded = load_hub_dataset(source, "data.unlabeled")
+        for part in loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]:
+            if text_column not in part.column_names:
+                raise DataError(_missing_columns(source, [text_column], part.column_names))
+            for batch in part.select_columns([text_column]).iter(batch_size=10_000):
+                yield from (text for text in batch[text_column] if text is not None)
+        return
     if source.startswith("builtin:"):
         builtin = BUILTINS[source.removeprefix("builtin:")]
         path = builtin.locate()

@@ -36,16 +36,22 @@ class CleanReport:
     missing_label: int = 0
     unknown_label: int = 0
     duplicate: int = 0
+    in_official_test: int = 0
     by_label: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"rows_read": self.rows_read, "dropped": {
             "empty_text": self.empty_text, "missing_label": self.missing_label,
-            "unknown_label": self.unknown_label, "duplicate": self.duplicate}}
+            "unknown_label": self.unknown_label, "duplicate": self.duplicate,
+            "in_official_test": self.in_official_test}}
 
 
 def clean_labeled(source: LabeledSource, keep_labels: list[str] | None) -> tuple[pd.DataFrame, CleanReport]:
-    """Drop empty texts, missing or unlisted labels and duplicates (exact or normalised); count each."""
+    """Drop empty texts, missing or unlisted labels and duplicates (exact or normalised); count each.
+
+    With an ``official_test`` column (``data.test``) the test rows are not de-duplicated among
+    themselves; every other row whose text (or group) is in them is dropped (``in_official_test``).
+    """
     frame = source.frame
     report = CleanReport(rows_read=len(frame))
     text_ok = frame["text"].map(lambda t: isinstance(t, str) and bool(t.strip())).astype(bool)
@@ -64,8 +70,18 @@ def clean_labeled(source: LabeledSource, keep_labels: list[str] | None) -> tuple
         raise DataError(f"{source.description}: no usable rows left ({report.as_dict()['dropped']}); "
                         "check the text and label columns")
     keys = frame["text"].map(normalize_text)
-    unique = ~keys.duplicated(keep="first")
-    report.duplicate = int((~unique).sum())
+    if "official_test" in frame:
+        # The given test set stays whole, so scores compare with published ones; a train or validation
+        # row goes if its text, or its group, is in it (the leak the check below would find).
+        official = frame["official_test"].to_numpy()
+        in_test = keys.isin(set(keys[official])).to_numpy()
+        if "group" in frame:
+            in_test = in_test | frame["group"].isin(set(frame["group"][official])).to_numpy()
+        report.in_official_test = int((in_test & ~official).sum())
+        unique = official | (~in_test & ~keys.duplicated(keep="first").to_numpy())
+    else:
+        unique = ~keys.duplicated(keep="first")
+    report.duplicate = int((~unique).sum()) - report.in_official_test
     frame = frame[unique].reset_index(drop=True)
     if frame["label"].nunique() < 2:
         raise DataError(f"{source.description}: the label column holds a single class "
@@ -114,12 +130,22 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray | None, fractions: tupl
 
 def split_labeled(frame: pd.DataFrame, label_names: list[str], val_fraction: float, test_fraction: float,
                   seed: int, description: str) -> dict[str, pd.DataFrame]:
-    """Split into train/validation/test; every class must appear in every split."""
-    label_ids = frame["label"].map({name: i for i, name in enumerate(label_names)}).to_numpy()
-    groups = frame["group"].astype(str).to_numpy() if "group" in frame else None
-    fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction)
+    """Split into train/validation/test; every class must appear in every split.
+
+    With an ``official_test`` column its rows are the test split, ``test_fraction`` is not used, and
+    validation takes ``val_fraction`` of the other rows.
+    """
+    given_test = frame["official_test"].to_numpy() if "official_test" in frame else None
+    rest = frame if given_test is None else frame[~given_test].drop(columns="official_test")
+    names = SPLITS if given_test is None else SPLITS[:2]
+    fractions = (1 - val_fraction - test_fraction, val_fraction, test_fraction) if given_test is None \
+        else (1 - val_fraction, val_fraction)
+    label_ids = rest["label"].map({name: i for i, name in enumerate(label_names)}).to_numpy()
+    groups = rest["group"].astype(str).to_numpy() if "group" in rest else None
     assignment = assign_splits(label_ids, groups, fractions, seed)
-    splits = {name: frame[assignment == i].reset_index(drop=True) for i, name in enumerate(SPLITS)}
+    splits = {name: rest[assignment == i].reset_index(drop=True) for i, name in enumerate(names)}
+    if given_test is not None:
+        splits["test"] = frame[given_test].drop(columns="official_test").reset_index(drop=True)
     for name, part in splits.items():
         absent = sorted(set(label_names) - set(part["label"]))
         if absent:

@@ -1,6 +1,7 @@
-"""Tokenizers and tokenized datasets: WordPiece trained from scratch or the model's own, fast
-batched tokenization into memory-mapped Arrow datasets, packing for masked-LM, and saving both
-so that the saved bytes depend on their content only."""
+"""Tokenizers and tokenized datasets: a tokenizer trained from scratch (WordPiece, byte-level BPE
+or SentencePiece-style, the kind the architecture has) or the model's own, fast batched tokenization into
+memory-mapped Arrow datasets, packing for masked-LM, and saving both so that the saved bytes
+depend on their content only."""
 
 from __future__ import annotations
 
@@ -16,6 +17,15 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedToken
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                   "mask_token": "[MASK]"}
+# RoBERTa's and XLM-R's: <s> opens a text and </s> closes it
+SENTENCE_TOKENS = {"bos_token": "<s>", "pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>",
+                   "cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>"}
+# model.scratch.architecture -> the kind of tokenizer that architecture's own checkpoints use
+SCRATCH_TOKENIZERS = {"bert": "wordpiece", "electra": "wordpiece", "distilbert": "wordpiece", "roberta": "bpe",
+                      "modernbert": "bpe", "xlm-roberta": "sentencepiece", "deberta-v2": "sentencepiece"}
+# Texts are classified one at a time: no token type ids (zeros anyway), which several
+# architectures' classifiers (DistilBERT, ModernBERT) do not take.
+MODEL_INPUTS = ["input_ids", "attention_mask"]
 BATCH = 1000
 # Keys that from_pretrained adds to a tokenizer's init_kwargs about how it was loaded, not what it
 # is: is_local (a directory or the Hub) and local_files_only (follows HF_HUB_OFFLINE).
@@ -50,6 +60,58 @@ def train_wordpiece(batches: Callable[[], Iterable[list[str]]], vocab_size: int,
     wordpiece = BertWordPieceTokenizer(trainer.get_vocab(), lowercase=True, strip_accents=True, clean_text=True)
     return PreTrainedTokenizerFast(tokenizer_object=wordpiece._tokenizer, model_max_length=max_length,
                                    **SPECIAL_TOKENS)
+
+
+def train_tokenizer(kind: str, batches: Callable[[], Iterable[list[str]]], vocab_size: int, max_length: int
+                    ) -> PreTrainedTokenizerFast:
+    """A tokenizer of ``kind`` (a value of :data:`SCRATCH_TOKENIZERS`) trained on ``batches()``."""
+    if kind == "wordpiece":
+        tokenizer = train_wordpiece(batches, vocab_size, max_length)
+    elif kind == "bpe":
+        tokenizer = train_byte_level_bpe(batches, vocab_size, max_length)
+    else:
+        tokenizer = train_sentencepiece_bpe(batches, vocab_size, max_length)
+    tokenizer.model_input_names = MODEL_INPUTS
+    return tokenizer
+
+
+def train_byte_level_bpe(batches: Callable[[], Iterable[list[str]]], vocab_size: int, max_length: int
+                         ) -> PreTrainedTokenizerFast:
+    """A RoBERTa-style byte-level BPE tokenizer (``<s> text </s>``, a space before a word is part of it)."""
+    from tokenizers import processors
+    from tokenizers.implementations import ByteLevelBPETokenizer
+
+    bpe = ByteLevelBPETokenizer(add_prefix_space=False)
+    specials = list(dict.fromkeys(SENTENCE_TOKENS.values()))
+    bpe.train_from_iterator(batches(), vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                            special_tokens=specials)
+    bpe._tokenizer.post_processor = processors.RobertaProcessing(
+        ("</s>", bpe.token_to_id("</s>")), ("<s>", bpe.token_to_id("<s>")), add_prefix_space=False)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, model_max_length=max_length, **SENTENCE_TOKENS)
+
+
+def train_sentencepiece_bpe(batches: Callable[[], Iterable[list[str]]], vocab_size: int, max_length: int
+                            ) -> PreTrainedTokenizerFast:
+    """An XLM-R-style SentencePiece tokenizer (``<s> text </s>``, '▁' starts a word), BPE-trained.
+
+    XLM-R and DeBERTa-v2 ship Unigram models, but the Unigram trainer of HF tokenizers (0.23)
+    gives another vocabulary on every run (measured: three runs, three vocabularies), which would
+    break byte-identical prepare outputs; BPE training is deterministic. Loading, tokenizing and
+    masking are the same for both: only how the vocabulary was chosen differs.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    sentencepiece = Tokenizer(models.BPE(unk_token="<unk>"))
+    sentencepiece.normalizer = normalizers.NFKC()
+    sentencepiece.pre_tokenizer = pre_tokenizers.Metaspace()
+    sentencepiece.decoder = decoders.Metaspace()
+    specials = list(dict.fromkeys(SENTENCE_TOKENS.values()))
+    sentencepiece.train_from_iterator(batches(), trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=specials, show_progress=False))
+    sentencepiece.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[(token, sentencepiece.token_to_id(token)) for token in ("<s>", "</s>")])
+    return PreTrainedTokenizerFast(tokenizer_object=sentencepiece, model_max_length=max_length, **SENTENCE_TOKENS)
 
 
 def load_tokenizer(name_or_path: str, max_length: int) -> PreTrainedTokenizerBase:

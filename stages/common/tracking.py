@@ -187,9 +187,15 @@ def _mlflow() -> Any:
 
 
 def dataset_name(labeled_source: str) -> str:
-    """'builtin:rotten_tomatoes' -> 'rotten_tomatoes'; 'data/reviews.csv' -> 'reviews'."""
+    """'builtin:rotten_tomatoes' -> 'rotten_tomatoes'; 'data/reviews.csv' -> 'reviews';
+    'hf:nyu-mll/glue:sst2' -> 'glue-sst2'."""
     if labeled_source.startswith("builtin:"):
         return labeled_source.removeprefix("builtin:")
+    if labeled_source.startswith("hf:"):
+        from stages.common.config import parse_hub_dataset
+
+        spec = parse_hub_dataset(labeled_source)
+        return "-".join(filter(None, [Path(spec.repo).name, spec.config]))
     return Path(labeled_source).stem
 
 
