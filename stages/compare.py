@@ -3,7 +3,8 @@
 Reads:  for every arm and seed of the study, metrics/study/<arm>-<seed>/evaluate.json,
         plots/study/<arm>-<seed>/evaluate/confusion.csv (test predictions),
         plots/study/<arm>-<seed>/finetune/validation.csv (validation curve with running FLOPs),
-        metrics/study/<arm>-<seed>/finetune.json and, for spt and tapt, pretrain_sup.json.
+        metrics/study/<arm>-<seed>/finetune.json and, for spt and tapt, pretrain_sup.json;
+        for each floor, metrics/study/<floor>/evaluate.json and plots/study/<floor>/evaluate/confusion.csv.
 Writes: metrics/compare.json, reports/compare.md, reports/compare.png (the curves),
         plots/compare/validation_macro_f1.csv.
 Params: seed, study.
@@ -14,6 +15,11 @@ baseline (finetune, the same steps), baseline_matched (finetune given as many ex
 SPT's pretraining trained on) and baseline_flops (as many extra FLOPs). Intervals come from a
 hierarchical bootstrap: seeds, then test examples. A seed varies each arm's pretraining and
 finetuning; prepare and pretrain_unsup are shared. Only this stage and evaluate read the test split.
+
+Floors (no pretraining, no seed: study_floors): tfidf (TF-IDF + logistic regression) and embeddings
+(logistic regression on model.source's frozen embeddings). They have test scores but no steps or
+FLOPs; SPT - floor pairs the floor's one prediction set with every seed of SPT. A skipped floor
+(embeddings with model.source scratch) is listed with its reason.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from stages.common.outputs import atomic_output, write_json
 
 STAGE = "compare"
 ARMS = paths.STUDY_VARIANTS
+FLOORS = paths.FLOOR_ARMS
 VERDICT_LEVEL = 0.95
 FIGURE = Path("reports/compare.png")
 TIMINGS = Path("reports/timings.md")  # seconds: not a DVC output (see timings_report)
@@ -62,13 +69,28 @@ def read_run(variant: str, seed: int) -> dict:
             "total_flops": [float(pretraining["flops"]) + f for f in flops]}
 
 
+def read_floor(variant: str) -> dict:
+    """A floor's test predictions and scores, or {"skipped": why} when it did not run."""
+    run = paths.study_run_name(variant, None)
+    try:
+        scores = json.loads(paths.metrics_file("evaluate", run).read_text())
+        if "skipped" in scores:
+            return {"skipped": scores["skipped"]}
+        with open(paths.plots_dir("evaluate", run) / "confusion.csv") as handle:
+            rows = list(csv.DictReader(handle))
+    except FileNotFoundError as err:
+        raise StudyError(f"floor {run} is incomplete ({err.filename} missing); run `dvc repro`") from None
+    return {"scores": scores, "actual": [r["actual"] for r in rows], "predicted": [r["predicted"] for r in rows]}
+
+
 def spread(values: list[float]) -> float | None:
     """Standard deviation over seeds; None for one seed (no spread is shown where there is none)."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
 
 
-def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int) -> dict:
-    """Everything the report says, as data."""
+def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int, floors: dict[str, dict] | None = None
+              ) -> dict:
+    """Everything the report says, as data. ``floors``: :func:`read_floor` per floor (none: no floors)."""
     from stages.common.stats import first_reaching, hierarchical_bootstrap, seed_interval
 
     labels = sorted(set(runs["baseline"][0]["actual"]))
@@ -83,7 +105,7 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int) -
         target = {"fraction_of_baseline_best_val_macro_f1": study.target_fraction}
     summary: dict = {"seeds": seeds, "test_examples": int(actual.size), "varied_by_seed": VARIED_BY_SEED,
                      "shared_by_all_seeds": SHARED, "target": {**target, "per_seed": [float(t) for t in targets]},
-                     "variants": {}, "differences": {}}
+                     "variants": {}, "floors": {}, "differences": {}}
     for variant in ARMS:
         arm_runs = runs[variant]
         accuracy = [r["scores"]["accuracy"] for r in arm_runs]
@@ -108,6 +130,17 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int) -
     for other in ARMS[1:]:
         summary["differences"][f"spt_minus_{other}"] = hierarchical_bootstrap(
             actual, predictions["spt"], predictions[other], len(labels), study.bootstrap_samples, seed, VERDICT_LEVEL)
+    for floor, result in (floors or {}).items():
+        if "skipped" in result:
+            summary["floors"][floor] = {"skipped": result["skipped"]}
+            continue
+        if result["actual"] != runs["baseline"][0]["actual"]:
+            raise StudyError(f"floor {floor} was scored on other test examples than the study's arms; run `dvc repro`")
+        summary["floors"][floor] = {"accuracy": float(result["scores"]["accuracy"]),
+                                    "macro_f1": float(result["scores"]["macro_f1"]), "c": result["scores"]["c"]}
+        one_set = np.array([[index[p] for p in result["predicted"]]])  # [1, examples]: no seed
+        summary["differences"][f"spt_minus_{floor}"] = hierarchical_bootstrap(
+            actual, predictions["spt"], one_set, len(labels), study.bootstrap_samples, seed, VERDICT_LEVEL)
     return summary
 
 
@@ -115,12 +148,16 @@ NAMES = {"tapt": "TAPT (the same pretraining budget, masked-LM only: no labels)"
          "baseline": "the standard recipe with the same finetuning steps",
          "baseline_matched": "the standard recipe given as many extra examples as SPT pretrained on",
          "baseline_flops": "the standard recipe given as many extra FLOPs as SPT's pretraining spent"}
+FLOOR_NAMES = {"tfidf": "the TF-IDF + logistic regression floor (no pretraining)",
+               "embeddings": "the floor of logistic regression on the source model's frozen embeddings"}
 
 
 def verdicts(summary: dict) -> list[str]:
     """Plain sentences: which claims hold on this data and which do not."""
     lines = []
-    for other, name in NAMES.items():
+    compared = {**NAMES, **{floor: FLOOR_NAMES[floor] for floor in summary["floors"]
+                            if f"spt_minus_{floor}" in summary["differences"]}}
+    for other, name in compared.items():
         diff = summary["differences"][f"spt_minus_{other}"]["accuracy"]
         interval = f"{diff['diff'] * 100:+.2f} points, 95% CI [{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}]"
         if diff["low"] > 0:
@@ -180,7 +217,17 @@ def report(summary: dict) -> str:
                      f"{row['finetune_steps']:.0f} | {row['training_flops']:.3g} | "
                      f"{_cell(row['steps_to_target_finetune'])} | {_cell(row['steps_to_target_total'])} | "
                      f"{_cell(row['flops_to_target_total'], fmt='.3g')} | {row['target_reached']} |")
-    lines += ["", "± is the standard deviation over seeds; [low, high] a 95% bootstrap interval over seeds.", "",
+    for floor, row in summary["floors"].items():
+        if "skipped" not in row:
+            lines.append(f"| {floor} (floor, C = {row['c']:g}) | {row['accuracy'] * 100:.2f} | "
+                         f"{row['macro_f1'] * 100:.2f} | – | – | – | – | – | – | – |")
+    lines += ["", "± is the standard deviation over seeds; [low, high] a 95% bootstrap interval over seeds."]
+    if summary["floors"]:
+        lines.append("Floors train no network and need no seed: logistic regression on TF-IDF features (tfidf) or on "
+                     "the source model's frozen mean-pooled embeddings (embeddings), C chosen on validation.")
+    lines += [f"The {floor} floor was skipped: {row['skipped']}." for floor, row in summary["floors"].items()
+              if "skipped" in row]
+    lines += ["",
               "Differences, hierarchical bootstrap (seeds, then test examples), 95% intervals, points:", "",
               "| difference | accuracy | macro-F1 |", "|---|---|---|"]
     for name, diff in summary["differences"].items():
@@ -240,15 +287,15 @@ def main(params) -> None:
     study = params.study
     with tracked_run(STAGE, params) as tracker:
         runs = {v: [read_run(v, s) for s in study.seeds] for v in ARMS}
-        summary = summarize(runs, study.seeds, study, params.seed)
+        summary = summarize(runs, study.seeds, study, params.seed, {floor: read_floor(floor) for floor in FLOORS})
         write_json(paths.metrics_file(STAGE), summary)
         with atomic_output(paths.REPORT) as staging:
             staging.write_text(report(summary), encoding="utf-8")
         with atomic_output(FIGURE) as staging:
             study_curves(runs, staging)
         write_curves(runs, study.seeds, paths.plots_dir(STAGE))
-        flat = {f"{v}_{k}": value for v, row in summary["variants"].items() for k, value in row.items()
-                if isinstance(value, float)}
+        flat = {f"{v}_{k}": value for v, row in {**summary["variants"], **summary["floors"]}.items()
+                for k, value in row.items() if isinstance(value, float)}
         flat.update({f"{name}_{m}": d[m]["diff"] for name, d in summary["differences"].items() for m in d})
         timings, seconds = timings_report(study.seeds)
         TIMINGS.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,13 @@ Params: seed, runtime, evaluate.
 As a study run (`--variant V --seed N`, the study_evaluate stage) it reads
 models/study/<V>-<N>/ and writes metrics/study/<V>-<N>/evaluate.json and
 plots/study/<V>-<N>/evaluate/ instead; only the main chain's classifier is registered in MLflow.
+
+As a floor (`--variant tfidf` or `--variant embeddings`, no seed: the study_floors stage) it trains
+no network: logistic regression on TF-IDF features of the texts, or on model.source's frozen
+mean-pooled embeddings, with C chosen on the validation split (stages/common/floors.py), then scores
+the test split the same way and writes metrics/study/<V>/evaluate.json and plots/study/<V>/evaluate/.
+Params: model, runtime, evaluate, floors. With model.source scratch there is no pretrained encoder to
+embed with, so the embeddings floor is skipped: its evaluate.json says why and its CSVs hold no rows.
 """
 
 from __future__ import annotations
@@ -72,6 +79,9 @@ def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label
 
 
 def main(params, variant: str | None = None, seed: int | None = None) -> None:
+    if variant in paths.FLOOR_ARMS:
+        evaluate_floor(params, variant)
+        return
     import datasets
     from transformers import AutoConfig
 
@@ -103,6 +113,78 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
         if run is None:  # the main chain is the pipeline's result: compare it, register it
             tracker.log_to_parent({f"test_{key}": value for key, value in headline.items()})
             log_figures_and_model(tracker, report, label_names, model_dir, params)
+
+
+SCRATCH_SKIP = ("model.source is scratch: there is no pretrained encoder whose frozen embeddings could be a "
+                "floor (a randomly initialised one is none); set model.source to a pretrained model to run it")
+
+
+def floor_features(params, variant: str, labeled) -> tuple[dict | None, dict]:
+    """The floor's feature matrices per split and what they came from; None when the floor is skipped."""
+    from stages.common import floors
+
+    if variant == "tfidf":
+        return floors.tfidf_features({split: list(labeled[split]["text"]) for split in labeled}), {}
+    from transformers import AutoModel, AutoTokenizer
+
+    from stages.common.errors import ModelError
+    from stages.common.model_source import resolve_model_source
+    from stages.common.runtime import configure_runtime
+
+    source = resolve_model_source(params.model)
+    if source.name_or_path is None:
+        return None, {"skipped": SCRATCH_SKIP}
+    configure_runtime(params.runtime, seed=0)  # threads; nothing here is random (inference only)
+    tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
+    encoder = AutoModel.from_pretrained(source.name_or_path)
+    if len(tokenizer) > encoder.config.vocab_size:
+        raise ModelError(f"the tokenizer in {paths.TOKENIZER} has {len(tokenizer)} tokens but model.source "
+                         f"'{params.model.source}' has vocab_size {encoder.config.vocab_size}; rerun "
+                         "`dvc repro prepare` so both come from the same model.source")
+    # the texts as prepare tokenized them for every arm (model.source's tokenizer, prepare.max_length)
+    features = {split: floors.embed(encoder, list(labeled[split]["input_ids"]), tokenizer.pad_token_id,
+                                    params.evaluate.batch_size) for split in labeled}
+    return features, {"model": source.provenance}
+
+
+def evaluate_floor(params, variant: str) -> None:
+    """A floor without pretraining (``--variant tfidf|embeddings``): fit, choose C on validation, score test."""
+    import datasets
+
+    from stages.common.floors import choose_and_predict
+    from stages.common.hashing import content_sha256
+    from stages.common.metrics import classification_report
+    from stages.common.tracking import tracked_run
+
+    run = paths.study_run_name(variant, None)
+    with tracked_run(STAGE, params) as tracker:
+        tracker.set_tags({"study_run": run})
+        labeled = datasets.load_from_disk(str(paths.LABELED))
+        test = labeled["test"]
+        tracker.log_datasets(paths.dataset_name(), content_sha256(paths.PROCESSED),
+                             {split: len(labeled[split]) for split in labeled})
+        label_names = paths.label_names()
+        features, provenance = floor_features(params, variant, labeled)
+        if features is None:
+            write_json(paths.metrics_file(STAGE, run), {"floor": variant, **provenance})
+            write_plots({"per_class": {}}, np.zeros(0, dtype=int), np.zeros(0, dtype=int), label_names,
+                        paths.plots_dir(STAGE, run))
+            tracker.set_tags({"skipped": provenance["skipped"]})
+            return
+        grid = params.floors.c_grid
+        fit = choose_and_predict(features, list(labeled["train"]["label"]), list(labeled["validation"]["label"]),
+                                 grid, len(label_names), standardize=variant == "embeddings")
+        labels = np.asarray(test["label"])
+        report = classification_report(labels, fit.test_log_probabilities, label_names, params.evaluate.ece_bins)
+        report["test_examples"] = len(test)
+        report.update(floor=variant, c=fit.c, c_grid=list(grid), features=int(features["train"].shape[1]),
+                      validation_macro_f1={f"{c:g}": score for c, score in fit.validation_macro_f1.items()},
+                      **provenance)
+        write_json(paths.metrics_file(STAGE, run), report)
+        write_plots(report, labels, fit.test_log_probabilities.argmax(axis=1), label_names,
+                    paths.plots_dir(STAGE, run))
+        tracker.log_metrics({**{key: report[key] for key in ("accuracy", "macro_f1", "ece")}, "c": fit.c})
+        tracker.log_dict(report, "evaluate.json")
 
 
 def log_figures_and_model(tracker, report: dict, label_names: list[str], model_dir: Path, params) -> None:

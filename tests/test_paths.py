@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 STUDY = {"study_pretrain": "pretrain_sup", "study_finetune": "finetune", "study_baseline": "finetune",
          "study_matched": "finetune", "study_evaluate": "evaluate"}  # matrix stage -> module
+FLOORS = "study_floors"  # evaluate --variant tfidf|embeddings: no seed
 # Training stages start with the launcher from params.yaml (python, torchrun, accelerate launch); the rest with python.
 LAUNCH = "${runtime.launch}"
 
@@ -29,7 +30,7 @@ def names(entries):
 
 
 def test_one_name_per_stage():
-    assert list(dvc_stages()) == [*STAGES, *STUDY, "compare"]
+    assert list(dvc_stages()) == [*STAGES, *STUDY, FLOORS, "compare"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     stages = dvc_stages()
     for stage, module in STUDY.items():
@@ -42,8 +43,13 @@ def test_one_name_per_stage():
                  for variant in stages[stage]["matrix"]["variant"]]
     assert sorted(finetuned) == sorted(paths.STUDY_VARIANTS) == sorted(stages["study_evaluate"]["matrix"]["variant"])
     assert stages["study_pretrain"]["matrix"]["variant"] == list(paths.PRETRAINED_ARMS)
+    # the floors: one run each, no seed
+    assert stages[FLOORS]["cmd"] == "python -m stages.evaluate --variant ${item.variant}"
+    assert stages[FLOORS]["matrix"] == {"variant": list(paths.FLOOR_ARMS)}
+    assert {paths.dvc_stage("evaluate", floor) for floor in paths.FLOOR_ARMS} == {FLOORS}
+    assert not set(paths.FLOOR_ARMS) & set(paths.STUDY_VARIANTS)
     for stage, spec in dvc_stages().items():
-        if stage in STUDY:
+        if stage in STUDY or stage == FLOORS:
             continue
         if stage == "compare":
             assert "study" in spec["params"]
@@ -110,6 +116,11 @@ def test_study_paths_match_the_paths_module():
     assert names(stages["study_evaluate"]["outs"]) == [str(paths.plots_dir("evaluate", run)),
                                                        str(paths.metrics_file("evaluate", run))]
     assert str(paths.model_dir("finetune", run)) in stages["study_evaluate"]["deps"]
+    floor = paths.study_run_name("${item.variant}", None)
+    assert names(stages[FLOORS]["outs"]) == [str(paths.plots_dir("evaluate", floor)),
+                                              str(paths.metrics_file("evaluate", floor))]
+    assert stages[FLOORS]["deps"] == ["stages/evaluate.py", "stages/common", str(paths.PROCESSED)]
+    assert {"model", "floors", "evaluate"} <= set(stages[FLOORS]["params"])  # embeddings: model.source
     assert names(stages["compare"]["outs"]) == [str(paths.REPORT), "reports/compare.png",
                                                 str(paths.plots_dir("compare")), str(paths.metrics_file("compare"))]
 

@@ -21,7 +21,7 @@ STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 ARMS = ["spt", "tapt", "baseline", "baseline_matched", "baseline_flops"]
 STUDY = ["study_pretrain@spt-7", "study_pretrain@tapt-7", "study_finetune@spt-7", "study_finetune@tapt-7",
          "study_baseline@baseline-7", "study_matched@baseline_matched-7", "study_matched@baseline_flops-7",
-         *[f"study_evaluate@{arm}-7" for arm in ARMS], "compare"]
+         *[f"study_evaluate@{arm}-7" for arm in ARMS], "study_floors@tfidf", "study_floors@embeddings", "compare"]
 
 
 def ran_stages(output: str) -> list[str]:
@@ -115,7 +115,7 @@ def test_one_parent_run_with_a_child_per_stage(repo):
     assert len(parents) == 1
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.tags["stage"] for r in children) == sorted(
-        STAGES + ["pretrain_sup"] * 2 + ["finetune"] * 5 + ["evaluate"] * 5 + ["compare"])
+        STAGES + ["pretrain_sup"] * 2 + ["finetune"] * 5 + ["evaluate"] * 7 + ["compare"])  # 2 floors
     assert parents[0].data.params["pretrain_sup.lambda"] == "1.0"
     assert parents[0].data.metrics["test_accuracy"] == pytest.approx(
         json.loads((repo / "metrics" / "evaluate.json").read_text())["accuracy"])
@@ -153,7 +153,7 @@ def test_changing_lambda_reruns_only_the_stages_after_it(own_repo):
     assert {"pretrain_sup", "finetune", "evaluate", "study_matched@baseline_matched-7",
             "study_matched@baseline_flops-7", "compare"} <= set(ran)
     assert not set(ran) & {"prepare", "pretrain_unsup", "study_baseline@baseline-7", "study_finetune@tapt-7",
-                           "study_evaluate@tapt-7", "study_evaluate@baseline-7"}
+                           "study_evaluate@tapt-7", "study_evaluate@baseline-7", "study_floors@tfidf"}
     # tapt's pretraining reads the pretrain_sup section (its budget) with lambda forced to 0: if DVC runs
     # it again it writes the same bytes, so tapt's finetuning never reruns
     assert "up to date" in run_command(own_repo, "dvc", "status").stdout
@@ -171,7 +171,15 @@ def test_compare_reports_every_arm_with_intervals(repo):
     summary = json.loads((repo / "metrics" / "compare.json").read_text())
     arms = {"spt", "tapt", "baseline", "baseline_matched", "baseline_flops"}
     assert set(summary["variants"]) == arms
-    assert set(summary["differences"]) == {f"spt_minus_{arm}" for arm in arms - {"spt"}}
+    # the tfidf floor is compared too; the embeddings floor is skipped: the tiny profile's model.source is scratch
+    assert set(summary["differences"]) == {f"spt_minus_{arm}" for arm in arms - {"spt"} | {"tfidf"}}
+    assert set(summary["floors"]) == {"tfidf", "embeddings"} and "scratch" in summary["floors"]["embeddings"]["skipped"]
+    tfidf = json.loads((repo / "metrics/study/tfidf/evaluate.json").read_text())
+    assert summary["floors"]["tfidf"] == {key: tfidf[key] for key in ("accuracy", "macro_f1", "c")}
+    assert tfidf["c"] in [0.1, 1.0, 10.0] and set(tfidf["validation_macro_f1"]) == {"0.1", "1", "10"}
+    floor_rows = list(csv.DictReader(open(repo / "plots/study/tfidf/evaluate/confusion.csv")))
+    main_rows = list(csv.DictReader(open(repo / "plots/evaluate/confusion.csv")))
+    assert [row["actual"] for row in floor_rows] == [row["actual"] for row in main_rows]  # the test split, in order
     for diff in summary["differences"].values():
         for metric in ("accuracy", "macro_f1"):
             assert diff[metric]["low"] <= diff[metric]["diff"] <= diff[metric]["high"]
@@ -191,6 +199,8 @@ def test_compare_reports_every_arm_with_intervals(repo):
     assert spt_pretraining["flops"] > 0 and summary["variants"]["baseline_flops"]["training_flops"] > 0
     report = (repo / "reports" / "compare.md").read_text()
     assert "| baseline_flops |" in report and "## What holds on this data" in report and "compare.png" in report
+    assert f"| tfidf (floor, C = {tfidf['c']:g}) | {tfidf['accuracy'] * 100:.2f} |" in report
+    assert "| spt − tfidf |" in report and "The embeddings floor was skipped: model.source is scratch" in report
     assert (repo / "reports" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert " ± " not in report  # one seed: no spread is shown where there is none
     rows = list(csv.DictReader(open(repo / "plots/compare/validation_macro_f1.csv")))

@@ -109,3 +109,23 @@ def test_seed_interval():
     assert seed_interval([40.0], 100, 0) == {"mean": 40.0, "low": 40.0, "high": 40.0, "seeds": 1}
     spread = seed_interval([20.0, 40.0, 60.0], 2000, 0)
     assert spread["mean"] == 40.0 and 20.0 <= spread["low"] < 40.0 < spread["high"] <= 60.0
+
+
+def test_a_seedless_arm_is_paired_with_every_seed():
+    """A floor (one prediction set, no seed) against an arm with two seeds: one seed all right, one all wrong;
+    the floor all right. Per seed the difference is 0 and -1 whatever examples are drawn, so the mean is -0.5
+    and a replicate draws two seeds: 0, -0.5 or -1 (chances 1/4, 1/2, 1/4). The 95% interval is [-1, 0]:
+    the arm's seed variance counts, the floor adds none."""
+    from stages.common.stats import hierarchical_bootstrap
+
+    labels = np.array([0, 1] * 100)
+    arm = np.stack([labels, 1 - labels])
+    floor = labels[None]  # [1, examples]
+    result = hierarchical_bootstrap(labels, arm, floor, 2, 2000, seed=0)
+    assert result["accuracy"] == {"diff": -0.5, "low": -1.0, "high": 0.0}
+    # the same as a floor that predicted the same on every seed, and the same with the arms swapped (negated)
+    assert hierarchical_bootstrap(labels, arm, np.tile(floor, (2, 1)), 2, 2000, seed=0) == result
+    swapped = hierarchical_bootstrap(labels, floor, arm, 2, 2000, seed=0)["accuracy"]
+    assert swapped == {"diff": 0.5, "low": 0.0, "high": 1.0}
+    with pytest.raises(ValueError, match="3 and 2 seeds cannot be paired"):
+        hierarchical_bootstrap(labels, np.tile(labels, (3, 1)), arm, 2, 100, seed=0)

@@ -28,17 +28,20 @@ def run_stage(doc: str, body: Callable[..., None], stage: str, argv: list[str] |
 
     ``body`` gets the params its dvc.yaml stage declares (:class:`DeclaredParams`). ``study``: the
     stage also runs as a study run, ``--variant V --seed S``, and ``body`` gets
-    ``(params, variant, seed)``; without them it is the main chain (variant None).
+    ``(params, variant, seed)``; without them it is the main chain (variant None). A floor
+    (paths.FLOOR_ARMS) is ``--variant V`` alone: seed None.
     """
     parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default=str(paths.PARAMS), help="params file (default: %(default)s)")
     if study:
         parser.add_argument("--variant", choices=paths.study_variants(stage), help="run as this study variant")
-        parser.add_argument("--seed", type=int, help="the study run's seed (with --variant)")
+        parser.add_argument("--seed", type=int, help="the study run's seed (with --variant; floors take none)")
     args = parser.parse_args(argv)
     variant = getattr(args, "variant", None)
-    if study and (variant is None) != (args.seed is None):
+    if study and variant in paths.FLOOR_ARMS and args.seed is not None:
+        parser.error(f"--variant {variant} is a floor: deterministic, it runs once and takes no --seed")
+    elif study and variant not in paths.FLOOR_ARMS and (variant is None) != (args.seed is None):
         parser.error("--variant and --seed go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:

@@ -315,6 +315,23 @@ class EvaluateConfig(Section):
     ece_bins: Annotated[int, Field(ge=2, le=100)] = 10
 
 
+class FloorsConfig(Section):
+    """The floors that need no pretraining (study_floors: TF-IDF and frozen source embeddings, each with
+    logistic regression; see stages/common/floors.py)."""
+
+    c_grid: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1,
+        description="inverse regularisation strengths C tried; each is fitted on train and the best validation "
+        "macro-F1 wins (ties: the first listed)")
+
+    @field_validator("c_grid")
+    @classmethod
+    def _distinct(cls, values: list[float]) -> list[float]:
+        if len(set(values)) != len(values):
+            raise ValueError(f"values must be distinct, got {values}")
+        return values
+
+
 class StudyConfig(Section):
     """The comparison: SPT vs the standard recipe, per seed (see stages/compare.py)."""
 
@@ -376,6 +393,7 @@ class Params(Section):
     pretrain_sup: PretrainSupConfig = Field(default_factory=PretrainSupConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    floors: FloorsConfig = Field(default_factory=FloorsConfig)
     study: StudyConfig = Field(default_factory=StudyConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -1,6 +1,7 @@
 """Every path a stage reads or writes, declared once (tests check dvc.yaml against these).
 
-``run`` names a study run (``<variant>-<seed>``, see stages/compare.py); the main chain has none.
+``run`` names a study run (``<variant>-<seed>``, see stages/compare.py; a floor, which has no seed, is
+named ``<variant>``); the main chain has none.
 """
 
 from pathlib import Path
@@ -28,10 +29,15 @@ TRAINING_STAGES = ("pretrain_unsup", "pretrain_sup", "finetune")
 PRETRAINED_ARMS = ("spt", "tapt")
 BASELINE_ARMS = ("baseline", "baseline_matched", "baseline_flops")
 STUDY_VARIANTS = PRETRAINED_ARMS + BASELINE_ARMS
+# Floors that need no pretraining and no training seed (stages/common/floors.py), scored by evaluate:
+#   tfidf: TF-IDF + logistic regression;  embeddings: logistic regression on the source model's frozen
+#   mean-pooled embeddings. Deterministic, so each runs once (run name: the variant alone).
+FLOOR_ARMS = ("tfidf", "embeddings")
 
 
-def study_run_name(variant: str, seed: int) -> str:
-    return f"{variant}-{seed}"
+def study_run_name(variant: str, seed: int | None) -> str:
+    """``<variant>-<seed>``; a floor (no seed) is ``<variant>``."""
+    return variant if seed is None else f"{variant}-{seed}"
 
 
 def model_dir(stage: str, run: str | None = None) -> Path:
@@ -61,7 +67,8 @@ STUDY_STAGES = {**{("pretrain_sup", arm): "study_pretrain" for arm in PRETRAINED
                 **{("finetune", arm): "study_finetune" for arm in PRETRAINED_ARMS},
                 ("finetune", "baseline"): "study_baseline",
                 **{("finetune", arm): "study_matched" for arm in BASELINE_ARMS[1:]},
-                **{("evaluate", arm): "study_evaluate" for arm in STUDY_VARIANTS}}
+                **{("evaluate", arm): "study_evaluate" for arm in STUDY_VARIANTS},
+                **{("evaluate", arm): "study_floors" for arm in FLOOR_ARMS}}
 
 
 def study_variants(module: str) -> list[str]:

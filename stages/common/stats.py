@@ -75,9 +75,19 @@ def hierarchical_bootstrap(labels: np.ndarray, predictions_a: np.ndarray, predic
     order), then the test examples with replacement (the same ones for every drawn seed and both
     arms), and averages A - B over the drawn seeds. With one seed this is the paired bootstrap
     over examples alone. Returns {"accuracy": {...}, "macro_f1": {...}} with diff, low, high.
+
+    An arm with no seed (a deterministic floor) is one row, [1, examples]: its single prediction set
+    is paired with every seed of the other arm, so only that arm's seeds vary between replicates,
+    exactly as if the floor had predicted the same on every seed.
     """
+    rows = {predictions_a.shape[0], predictions_b.shape[0]} - {1}
+    if len(rows) > 1:
+        raise ValueError(f"arms with {predictions_a.shape[0]} and {predictions_b.shape[0]} seeds cannot be paired; "
+                         "give both the same seeds, or one of them a single row (no seed)")
+    seeds = rows.pop() if rows else 1
+    predictions_a, predictions_b = (np.broadcast_to(p, (seeds, p.shape[1])) for p in (predictions_a, predictions_b))
     rng = np.random.default_rng(seed)
-    seeds, n = predictions_a.shape
+    n = predictions_a.shape[1]
     seed_draws = rng.integers(0, seeds, size=(samples, seeds))
     example_draws = rng.integers(0, n, size=(samples, n))
     resampled_labels = labels[example_draws]

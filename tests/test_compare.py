@@ -1,0 +1,63 @@
+"""compare with the floors: constructed runs with known answers (no DVC, no training)."""
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from stages.common.errors import StudyError
+from stages.common.stats import hierarchical_bootstrap
+from stages.compare import ARMS, report, summarize
+
+REPO = Path(__file__).resolve().parents[1]
+ACTUAL = ["fresh", "rotten"] * 50
+STUDY = SimpleNamespace(target=None, target_fraction=0.99, bootstrap_samples=500)
+
+
+def run(right: int) -> dict:
+    """A study run right on its first ``right`` of the 100 test examples."""
+    predicted = [a if i < right else ("rotten" if a == "fresh" else "fresh") for i, a in enumerate(ACTUAL)]
+    return {"scores": {"accuracy": right / 100, "macro_f1": right / 100}, "actual": ACTUAL, "predicted": predicted,
+            "steps": [0, 10], "val_macro_f1": [0.5, 0.8], "pretraining_steps": 0, "pretraining_flops": 0.0,
+            "finetune_steps": 10, "finetune_flops": 1e9, "total_steps": [0, 10], "total_flops": [0.0, 1e9]}
+
+
+def floor(right: int) -> dict:
+    made = run(right)
+    return {"scores": {**made["scores"], "c": 1.0}, "actual": ACTUAL, "predicted": made["predicted"]}
+
+
+def test_spt_minus_a_floor_pairs_the_floor_with_every_seed():
+    runs = {arm: [run(90), run(70)] for arm in ARMS}  # two seeds: SPT is right on 90 and 70 of 100
+    summary = summarize(runs, [1, 2], STUDY, 0, {"tfidf": floor(60), "embeddings": {"skipped": "scratch"}})
+    assert summary["floors"] == {"tfidf": {"accuracy": 0.6, "macro_f1": 0.6, "c": 1.0},
+                                 "embeddings": {"skipped": "scratch"}}
+    assert "spt_minus_embeddings" not in summary["differences"]
+    difference = summary["differences"]["spt_minus_tfidf"]
+    assert difference["accuracy"]["diff"] == pytest.approx(0.8 - 0.6)
+    index = {"fresh": 0, "rotten": 1}
+    spt = np.array([[index[p] for p in r["predicted"]] for r in runs["spt"]])
+    tiled = np.tile([index[p] for p in floor(60)["predicted"]], (2, 1))  # the floor, as if it had both seeds
+    assert difference == hierarchical_bootstrap(np.array([index[a] for a in ACTUAL]), spt, tiled, 2, 500, 0, 0.95)
+    # the seeds disagree by 20 points: the interval reaches both seeds' own differences (+0.3 and +0.1)
+    assert difference["accuracy"]["low"] < 0.12 and difference["accuracy"]["high"] > 0.28
+    text = report(summary)
+    assert "| tfidf (floor, C = 1) | 60.00 | 60.00 | – | – | – | – | – | – | – |" in text
+    assert "| spt − tfidf | +20.00" in text
+    assert "The embeddings floor was skipped: scratch." in text
+    assert "SPT is **more accurate** than the TF-IDF + logistic regression floor (no pretraining)" in text
+
+
+def test_a_floor_scored_on_other_test_examples_is_refused():
+    runs = {arm: [run(90)] for arm in ARMS}
+    other = {**floor(60), "actual": list(reversed(ACTUAL))}
+    with pytest.raises(StudyError, match="floor tfidf was scored on other test examples"):
+        summarize(runs, [1], STUDY, 0, {"tfidf": other})
+
+
+def test_compare_imports_no_torch():
+    code = "import sys, stages.compare, stages.common.stats; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
