@@ -7,7 +7,7 @@ Reads:  for every arm and seed of the study, metrics/study/<arm>-<seed>/evaluate
         for each floor, metrics/study/<floor>/evaluate.json and plots/study/<floor>/evaluate/confusion.csv.
 Writes: metrics/compare.json, reports/compare.md, reports/compare.png (the curves),
         plots/compare/validation_macro_f1.csv.
-Params: seed, study.
+Params: seed, study, floors.variants (the floors to report).
 
 Arms (all start from the shared pretrain_unsup checkpoint): spt (pretrain_sup, then finetune),
 tapt (the same pretraining budget with lambda = 0, then finetune: what more masked-LM alone adds),
@@ -37,7 +37,6 @@ from stages.common.outputs import atomic_output, write_json
 
 STAGE = "compare"
 ARMS = paths.STUDY_VARIANTS
-FLOORS = paths.FLOOR_ARMS
 VERDICT_LEVEL = 0.95
 FIGURE = Path("reports/compare.png")
 TIMINGS = Path("reports/timings.md")  # seconds: not a DVC output (see timings_report)
@@ -287,7 +286,8 @@ def main(params) -> None:
     study = params.study
     with tracked_run(STAGE, params) as tracker:
         runs = {v: [read_run(v, s) for s in study.seeds] for v in ARMS}
-        summary = summarize(runs, study.seeds, study, params.seed, {floor: read_floor(floor) for floor in FLOORS})
+        floors = {floor: read_floor(floor) for floor in params.floors.variants}
+        summary = summarize(runs, study.seeds, study, params.seed, floors)
         write_json(paths.metrics_file(STAGE), summary)
         with atomic_output(paths.REPORT) as staging:
             staging.write_text(report(summary), encoding="utf-8")

@@ -69,6 +69,8 @@ def test_unknown_section_and_source_scheme(tmp_path, monkeypatch):
     ("prepare", {"val_fraction": 0.5, "test_fraction": 0.45}, "leaves under 10%"),
     ("pretrain_sup", {"lambda": 0.5, "lambda_min": 1.0, "lambda_schedule": "linear_decay"}, "must not exceed"),
     ("model", {"scratch": {"hidden_size": 30, "num_heads": 4}}, "divisible by num_heads"),
+    ("floors", {"variants": ["tfidf", "bm25"]}, "floors.variants.1 = 'bm25': Input should be 'tfidf' or 'embeddings'"),
+    ("floors", {"variants": ["tfidf", "tfidf"]}, "values must be distinct"),
 ])
 def test_cross_field_checks(tmp_path, monkeypatch, section, values, expected):
     monkeypatch.chdir(REPO)

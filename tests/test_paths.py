@@ -45,7 +45,8 @@ def test_one_name_per_stage():
     assert stages["study_pretrain"]["matrix"]["variant"] == list(paths.PRETRAINED_ARMS)
     # the floors: one run each, no seed
     assert stages[FLOORS]["cmd"] == "python -m stages.evaluate --variant ${item.variant}"
-    assert stages[FLOORS]["matrix"] == {"variant": list(paths.FLOOR_ARMS)}
+    assert stages[FLOORS]["matrix"] == {"variant": "${floors.variants}"}  # params.yaml lists which run
+    assert set(yaml.safe_load(paths.PARAMS.read_text())["floors"]["variants"]) <= set(paths.FLOOR_ARMS)
     assert {paths.dvc_stage("evaluate", floor) for floor in paths.FLOOR_ARMS} == {FLOORS}
     assert not set(paths.FLOOR_ARMS) & set(paths.STUDY_VARIANTS)
     for stage, spec in dvc_stages().items():

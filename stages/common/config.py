@@ -319,14 +319,17 @@ class FloorsConfig(Section):
     """The floors that need no pretraining (study_floors: TF-IDF and frozen source embeddings, each with
     logistic regression; see stages/common/floors.py)."""
 
+    variants: list[Literal["tfidf", "embeddings"]] = Field(
+        default_factory=lambda: ["tfidf", "embeddings"],
+        description="the floors study_floors runs and compare reports; [] runs none")
     c_grid: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1,
         description="inverse regularisation strengths C tried; each is fitted on train and the best validation "
         "macro-F1 wins (ties: the first listed)")
 
-    @field_validator("c_grid")
+    @field_validator("variants", "c_grid")
     @classmethod
-    def _distinct(cls, values: list[float]) -> list[float]:
+    def _distinct(cls, values: list) -> list:
         if len(set(values)) != len(values):
             raise ValueError(f"values must be distinct, got {values}")
         return values
