@@ -177,7 +177,7 @@ def test_a_stage_reads_only_what_dvc_yaml_declares(monkeypatch):
     params = DeclaredParams(load_params(REPO / "params.yaml"), declared, "evaluate")
     assert params.evaluate.batch_size == 64 and params.seed == 42
     assert params.tracking.experiment == "spt"  # where runs are logged changes no output
-    assert params.pretrain_sup.max_steps == 80
+    assert params.pretrain_sup.max_steps == 60
     with pytest.raises(AttributeError, match="reads params 'finetune', which dvc.yaml stage 'evaluate' does not "
                                              "declare.*add 'finetune' to that stage's params in dvc.yaml"):
         _ = params.finetune
@@ -185,7 +185,7 @@ def test_a_stage_reads_only_what_dvc_yaml_declares(monkeypatch):
         _ = params.pretrain_sup.batch_size
     assert params.declared() == {"seed": 42, "runtime": {"num_threads": 2, "dataloader_workers": 0,
                                                          "launch": "python"},
-                                 "evaluate": {"batch_size": 64, "ece_bins": 10}, "pretrain_sup.max_steps": 80}
+                                 "evaluate": {"batch_size": 64, "ece_bins": 10}, "pretrain_sup.max_steps": 60}
 
 
 def test_every_stage_gets_the_params_dvc_yaml_declares(monkeypatch):

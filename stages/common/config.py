@@ -267,9 +267,9 @@ class PretrainUnsupConfig(TrainingConfig):
 class PretrainSupConfig(TrainingConfig):
     """Supervised pretraining: L = L_mlm + lambda(t) * L_supervised."""
 
-    max_steps: PositiveInt | None = 80
+    max_steps: PositiveInt | None = 60
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
-    save_steps: PositiveInt = 40
+    save_steps: PositiveInt = 30
     logging_steps: PositiveInt = 5
     lambda_: Annotated[float, Field(ge=0, alias="lambda")] = 1.0
     lambda_min: Annotated[float, Field(ge=0)] = 0.0
@@ -283,7 +283,7 @@ class PretrainSupConfig(TrainingConfig):
         "clean", description="what the classifier reads: the unmasked text (a second encoder pass, as in "
         "finetuning and test) or the masked text that L_mlm reads (one pass, cheaper)")
     weighting: Literal["fixed", "normalized", "uncertainty", "gradcos"] = Field(
-        "fixed", description="how L_mlm and L_supervised are weighed (stages/common/losses.py); lambda(t) "
+        "normalized", description="how L_mlm and L_supervised are weighed (stages/common/losses.py); lambda(t) "
         "multiplies the supervised term in every mode, and lambda(t) = 0 is plain masked-LM in every mode")
     uncertainty_learning_rate: Annotated[float, Field(gt=0, lt=10)] = Field(
         0.05, description="weighting: uncertainty: peak learning rate of the two learned log-variances "
@@ -299,7 +299,7 @@ class PretrainSupConfig(TrainingConfig):
 class FinetuneConfig(TrainingConfig):
     """Sequence-classification finetuning."""
 
-    max_steps: PositiveInt | None = 80
+    max_steps: PositiveInt | None = 60
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-4
     save_steps: PositiveInt = Field(20, description="checkpoint and validation interval (validated at step 0 too)")
     init_from: Literal["pretrain_sup", "pretrain_unsup"] = "pretrain_sup"
