@@ -30,8 +30,8 @@ from stages.common.sandbox import stage_env, tiny_repository
 # reads the pretrain_sup section too, with lambda forced to 0: if DVC runs it again, it writes the same bytes)
 EXPECTED_AFTER_LAMBDA = ["pretrain_sup", "finetune", "evaluate", "study_pretrain@spt-7",
                          "study_finetune@spt-7", "study_matched@baseline_matched-7", "study_matched@baseline_flops-7",
-                         "study_evaluate@spt-7", "study_evaluate@baseline_matched-7",
-                         "study_evaluate@baseline_flops-7", "compare"]
+                         "study_evaluate@spt-7", "study_evaluate_matched@baseline_matched-7",
+                         "study_evaluate_matched@baseline_flops-7", "compare"]
 OPTIONAL = {"study_pretrain@tapt-7"}
 
 

@@ -36,7 +36,6 @@ from stages.common.errors import StudyError
 from stages.common.outputs import atomic_output, write_json
 
 STAGE = "compare"
-ARMS = paths.STUDY_VARIANTS
 VERDICT_LEVEL = 0.95
 FIGURE = Path("reports/compare.png")
 TIMINGS = Path("reports/timings.md")  # seconds: not a DVC output (see timings_report)
@@ -95,7 +94,7 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int, f
     labels = sorted(set(runs["baseline"][0]["actual"]))
     index = {name: i for i, name in enumerate(labels)}
     actual = np.array([index[a] for a in runs["baseline"][0]["actual"]])
-    predictions = {v: np.array([[index[p] for p in r["predicted"]] for r in runs[v]]) for v in ARMS}
+    predictions = {v: np.array([[index[p] for p in r["predicted"]] for r in runs[v]]) for v in runs}
     if study.target is not None:
         targets = [study.target] * len(seeds)
         target = {"absolute_val_macro_f1": study.target}
@@ -105,7 +104,7 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int, f
     summary: dict = {"seeds": seeds, "test_examples": int(actual.size), "varied_by_seed": VARIED_BY_SEED,
                      "shared_by_all_seeds": SHARED, "target": {**target, "per_seed": [float(t) for t in targets]},
                      "variants": {}, "floors": {}, "differences": {}}
-    for variant in ARMS:
+    for variant in runs:
         arm_runs = runs[variant]
         accuracy = [r["scores"]["accuracy"] for r in arm_runs]
         macro_f1 = [r["scores"]["macro_f1"] for r in arm_runs]
@@ -126,7 +125,7 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int, f
             "steps_to_target_total": interval([r["total_steps"][i] for r, i in hits]),
             "flops_to_target_total": interval([r["total_flops"][i] for r, i in hits]),
         }
-    for other in ARMS[1:]:
+    for other in [arm for arm in runs if arm != "spt"]:
         summary["differences"][f"spt_minus_{other}"] = hierarchical_bootstrap(
             actual, predictions["spt"], predictions[other], len(labels), study.bootstrap_samples, seed, VERDICT_LEVEL)
     for floor, result in (floors or {}).items():
@@ -154,8 +153,9 @@ FLOOR_NAMES = {"tfidf": "the TF-IDF + logistic regression floor (no pretraining)
 def verdicts(summary: dict) -> list[str]:
     """Plain sentences: which claims hold on this data and which do not."""
     lines = []
-    compared = {**NAMES, **{floor: FLOOR_NAMES[floor] for floor in summary["floors"]
-                            if f"spt_minus_{floor}" in summary["differences"]}}
+    compared = {**{arm: NAMES[arm] for arm in summary["variants"] if arm != "spt"},
+                **{floor: FLOOR_NAMES[floor] for floor in summary["floors"]
+                   if f"spt_minus_{floor}" in summary["differences"]}}
     for other, name in compared.items():
         diff = summary["differences"][f"spt_minus_{other}"]["accuracy"]
         interval = f"{diff['diff'] * 100:+.2f} points, 95% CI [{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}]"
@@ -240,7 +240,7 @@ def report(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def timings_report(seeds: list[int]) -> tuple[str, dict[str, float]]:
+def timings_report(arms: list[str], seeds: list[int]) -> tuple[str, dict[str, float]]:
     """reports/timings.md: wall-clock training seconds per arm (mean over seeds), from timings/.
 
     Not a DVC output and not hashed by the reproducibility gate: seconds differ from run to run and
@@ -249,7 +249,7 @@ def timings_report(seeds: list[int]) -> tuple[str, dict[str, float]]:
     lines = ["# Wall-clock training time (seconds; varies from run to run, not hashed by DVC)", "",
              "| arm | pretraining s | finetuning s | total s | seeds timed |", "|---|---|---|---|---|"]
     means: dict[str, float] = {}
-    for variant in ARMS:
+    for variant in arms:
         totals, parts = [], {"pretrain_sup": [], "finetune": []}
         for seed in seeds:
             run = paths.study_run_name(variant, seed)
@@ -273,7 +273,7 @@ def write_curves(runs: dict[str, list[dict]], seeds: list[int], directory: Path)
         with open(staging / "validation_macro_f1.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["variant", "seed", "finetune_step", "step", "flops", "val_macro_f1"])
-            for variant in ARMS:
+            for variant in runs:
                 for seed, run in zip(seeds, runs[variant]):
                     for point in zip(run["steps"], run["total_steps"], run["total_flops"], run["val_macro_f1"]):
                         writer.writerow([variant, seed, point[0], point[1], int(point[2]), round(point[3], 6)])
@@ -285,7 +285,7 @@ def main(params) -> None:
 
     study = params.study
     with tracked_run(STAGE, params) as tracker:
-        runs = {v: [read_run(v, s) for s in study.seeds] for v in ARMS}
+        runs = {v: [read_run(v, s) for s in study.seeds] for v in paths.study_arms(study.matched_baselines)}
         floors = {floor: read_floor(floor) for floor in params.floors.variants}
         summary = summarize(runs, study.seeds, study, params.seed, floors)
         write_json(paths.metrics_file(STAGE), summary)
@@ -297,7 +297,7 @@ def main(params) -> None:
         flat = {f"{v}_{k}": value for v, row in {**summary["variants"], **summary["floors"]}.items()
                 for k, value in row.items() if isinstance(value, float)}
         flat.update({f"{name}_{m}": d[m]["diff"] for name, d in summary["differences"].items() for m in d})
-        timings, seconds = timings_report(study.seeds)
+        timings, seconds = timings_report(list(runs), study.seeds)
         TIMINGS.parent.mkdir(parents=True, exist_ok=True)
         TIMINGS.write_text(timings, encoding="utf-8")
         tracker.log_metrics({**flat, **seconds})

@@ -6,7 +6,7 @@ Writes: metrics/evaluate.json (accuracy, macro_f1, ece, per-class precision/reca
         per_class.csv: per-class scores).
 Params: seed, runtime, evaluate.
 
-As a study run (`--variant V --seed N`, the study_evaluate stage) it reads
+As a study run (`--variant V --seed N`, the study_evaluate and study_evaluate_matched stages) it reads
 models/study/<V>-<N>/ and writes metrics/study/<V>-<N>/evaluate.json and
 plots/study/<V>-<N>/evaluate/ instead; only the main chain's classifier is registered in MLflow.
 

@@ -10,7 +10,9 @@ import pytest
 
 from stages.common.errors import StudyError
 from stages.common.stats import hierarchical_bootstrap
-from stages.compare import ARMS, report, summarize
+from stages.common import paths
+from stages.common.paths import STUDY_VARIANTS as ARMS
+from stages.compare import report, summarize
 
 REPO = Path(__file__).resolve().parents[1]
 ACTUAL = ["fresh", "rotten"] * 50
@@ -61,3 +63,15 @@ def test_a_floor_scored_on_other_test_examples_is_refused():
 def test_compare_imports_no_torch():
     code = "import sys, stages.compare, stages.common.stats; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+@pytest.mark.parametrize("matched", [[], ["baseline_flops"], ["baseline_matched", "baseline_flops"]])
+def test_the_report_covers_the_arms_that_ran(matched):
+    arms = paths.study_arms(matched)
+    assert arms == ["spt", "tapt", "baseline", *matched]
+    summary = summarize({arm: [run(80)] for arm in arms}, [1], STUDY, 0)
+    assert list(summary["variants"]) == arms
+    assert sorted(summary["differences"]) == sorted(f"spt_minus_{arm}" for arm in arms[1:])
+    text = report(summary)
+    for arm in {"baseline_matched", "baseline_flops"} - set(matched):
+        assert f"| {arm} |" not in text

@@ -11,7 +11,7 @@ from stages.common.config import Params
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 STUDY = {"study_pretrain": "pretrain_sup", "study_finetune": "finetune", "study_baseline": "finetune",
-         "study_matched": "finetune", "study_evaluate": "evaluate"}  # matrix stage -> module
+         "study_matched": "finetune", "study_evaluate": "evaluate", "study_evaluate_matched": "evaluate"}  # -> module
 FLOORS = "study_floors"  # evaluate --variant tfidf|embeddings: no seed
 # Training stages start with the launcher from params.yaml (python, torchrun, accelerate launch); the rest with python.
 LAUNCH = "${runtime.launch}"
@@ -23,6 +23,12 @@ def launcher(module: str) -> str:
 
 def dvc_stages():
     return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def variants(stage_spec) -> list[str]:
+    """A matrix stage's variants; a list params.yaml chooses stands for every value it may hold."""
+    listed = stage_spec["matrix"]["variant"]
+    return list(paths.MATCHED_ARMS) if listed == "${study.matched_baselines}" else listed
 
 
 def names(entries):
@@ -37,11 +43,14 @@ def test_one_name_per_stage():
         assert stages[stage]["cmd"] == (f"{launcher(module)} -m stages.{module} "
                                         "--variant ${item.variant} --seed ${item.seed}")
         assert stages[stage]["matrix"]["seed"] == "${study.seeds}"
-        assert {paths.dvc_stage(module, variant) for variant in stages[stage]["matrix"]["variant"]} == {stage}
+        assert {paths.dvc_stage(module, variant) for variant in variants(stages[stage])} == {stage}
     # every arm is finetuned by exactly one matrix stage and evaluated
     finetuned = [variant for stage in ("study_finetune", "study_baseline", "study_matched")
-                 for variant in stages[stage]["matrix"]["variant"]]
-    assert sorted(finetuned) == sorted(paths.STUDY_VARIANTS) == sorted(stages["study_evaluate"]["matrix"]["variant"])
+                 for variant in variants(stages[stage])]
+    assert sorted(finetuned) == sorted(paths.STUDY_VARIANTS)
+    assert stages["study_evaluate"]["matrix"]["variant"] == [*paths.PRETRAINED_ARMS, "baseline"]
+    for stage in ("study_matched", "study_evaluate_matched"):  # params.yaml lists which run
+        assert stages[stage]["matrix"]["variant"] == "${study.matched_baselines}"
     assert stages["study_pretrain"]["matrix"]["variant"] == list(paths.PRETRAINED_ARMS)
     # the floors: one run each, no seed
     assert stages[FLOORS]["cmd"] == "python -m stages.evaluate --variant ${item.variant}"

@@ -299,7 +299,7 @@ class PretrainSupConfig(TrainingConfig):
 class FinetuneConfig(TrainingConfig):
     """Sequence-classification finetuning."""
 
-    max_steps: PositiveInt | None = 60
+    max_steps: PositiveInt | None = 40
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-4
     save_steps: PositiveInt = Field(20, description="checkpoint and validation interval (validated at step 0 too)")
     init_from: Literal["pretrain_sup", "pretrain_unsup"] = "pretrain_sup"
@@ -320,7 +320,7 @@ class FloorsConfig(Section):
     logistic regression; see stages/common/floors.py)."""
 
     variants: list[Literal["tfidf", "embeddings"]] = Field(
-        default_factory=lambda: ["tfidf", "embeddings"],
+        default_factory=lambda: ["tfidf"],
         description="the floors study_floors runs and compare reports; [] runs none")
     c_grid: list[Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0], min_length=1,
@@ -347,13 +347,17 @@ class StudyConfig(Section):
     target: Annotated[float, Field(gt=0, le=1)] | None = Field(
         None, description="steps-to-target: this validation macro-F1; null: target_fraction of the baseline's best")
     bootstrap_samples: Annotated[int, Field(ge=100)] = 2000
+    matched_baselines: list[Literal["baseline_matched", "baseline_flops"]] = Field(
+        default_factory=lambda: ["baseline_flops"],
+        description="the standard recipe given SPT's pretraining compute, in examples (baseline_matched) and/or "
+        "in FLOPs (baseline_flops); spt, tapt and baseline always run")
 
-    @field_validator("seeds")
+    @field_validator("seeds", "matched_baselines")
     @classmethod
-    def _distinct(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be distinct, got {seeds}")
-        return seeds
+    def _distinct(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError(f"values must be distinct, got {values}")
+        return values
 
 
 class RuntimeConfig(Section):

@@ -11,6 +11,8 @@ from matplotlib.figure import (
     Figure,  # the object API: no pyplot state, no backend to select
 )
 
+from stages.common.paths import STUDY_VARIANTS
+
 
 def learning_curves(rows: list[dict[str, float]], keys: list[str], title: str, path: Path) -> Path:
     """One panel per metric in ``keys`` against step (metrics on very different scales stay readable)."""
@@ -108,7 +110,8 @@ def study_curves(runs: dict[str, list[dict]], path: Path) -> Path:
     """
     figure = Figure(figsize=(12, 4.5))
     axes = figure.subplots(1, 2, sharey=True)
-    for color, (variant, variant_runs) in zip((f"C{i}" for i in range(10)), runs.items()):
+    for variant, variant_runs in runs.items():
+        color = f"C{STUDY_VARIANTS.index(variant)}"  # an arm keeps its colour whichever arms ran
         for index, run in enumerate(variant_runs):
             label = variant if index == 0 else None
             axes[0].plot(run["total_flops"], run["val_macro_f1"], color=color, alpha=0.8, marker=".", label=label)

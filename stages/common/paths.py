@@ -29,6 +29,12 @@ TRAINING_STAGES = ("pretrain_unsup", "pretrain_sup", "finetune")
 PRETRAINED_ARMS = ("spt", "tapt")
 BASELINE_ARMS = ("baseline", "baseline_matched", "baseline_flops")
 STUDY_VARIANTS = PRETRAINED_ARMS + BASELINE_ARMS
+MATCHED_ARMS = BASELINE_ARMS[1:]  # optional: study.matched_baselines lists the ones that run
+
+
+def study_arms(matched_baselines: list[str]) -> list[str]:
+    """The arms a study runs, in report order: spt, tapt, baseline, then ``study.matched_baselines``."""
+    return [*PRETRAINED_ARMS, "baseline", *(arm for arm in MATCHED_ARMS if arm in matched_baselines)]
 # Floors that need no pretraining and no training seed (stages/common/floors.py), scored by evaluate:
 #   tfidf: TF-IDF + logistic regression;  embeddings: logistic regression on the source model's frozen
 #   mean-pooled embeddings. Deterministic, so each runs once (run name: the variant alone).
@@ -66,8 +72,9 @@ def plots_dir(stage: str, run: str | None = None) -> Path:
 STUDY_STAGES = {**{("pretrain_sup", arm): "study_pretrain" for arm in PRETRAINED_ARMS},
                 **{("finetune", arm): "study_finetune" for arm in PRETRAINED_ARMS},
                 ("finetune", "baseline"): "study_baseline",
-                **{("finetune", arm): "study_matched" for arm in BASELINE_ARMS[1:]},
-                **{("evaluate", arm): "study_evaluate" for arm in STUDY_VARIANTS},
+                **{("finetune", arm): "study_matched" for arm in MATCHED_ARMS},
+                **{("evaluate", arm): "study_evaluate" for arm in (*PRETRAINED_ARMS, "baseline")},
+                **{("evaluate", arm): "study_evaluate_matched" for arm in MATCHED_ARMS},
                 **{("evaluate", arm): "study_floors" for arm in FLOOR_ARMS}}
 
 
