@@ -170,12 +170,16 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
             callbacks=callbacks,
             compute_metrics=lambda p: classification_scores(p.label_ids, p.predictions.argmax(axis=-1)),
         )
-        # Step 0 is validated but has no checkpoint: keep its weights in case no step beats it.
+        # Step 0 is validated but has no checkpoint, and the Trainer ranks only the validations it
+        # checkpointed: keep the starting weights, and take them back if no step beats them (a
+        # classifier pretrain_sup trained may already be the best there is).
         initial = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
         run_metrics = run.train(trainer)
         best_step = trainer.state.best_global_step
-        if best_step == 0:
+        if best_step is None or best_validation(trainer.state.log_history, 0)["eval_macro_f1"] >= \
+                trainer.state.best_metric:
             model.load_state_dict(initial)
+            best_step = 0
         del initial
         evaluation = best_validation(trainer.state.log_history, best_step)  # the weights now loaded
         metrics = {
