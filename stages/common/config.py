@@ -300,7 +300,7 @@ class FinetuneConfig(TrainingConfig):
     """Sequence-classification finetuning."""
 
     max_steps: PositiveInt | None = 40
-    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 1e-4
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
     save_steps: PositiveInt = Field(20, description="checkpoint and validation interval (validated at step 0 too)")
     init_from: Literal["pretrain_sup", "pretrain_unsup"] = "pretrain_sup"
     early_stopping_patience: PositiveInt | None = Field(
