@@ -315,6 +315,13 @@ class EvaluateConfig(Section):
     ece_bins: Annotated[int, Field(ge=2, le=100)] = 10
 
 
+def distinct_values(values: list) -> list:
+    """Field validator of the lists whose entries must not repeat (seeds, arms, floors, C values)."""
+    if len(set(values)) != len(values):
+        raise ValueError(f"values must be distinct, got {values}")
+    return values
+
+
 class FloorsConfig(Section):
     """The floors that need no pretraining (study_floors: TF-IDF and frozen source embeddings, each with
     logistic regression; see stages/common/floors.py)."""
@@ -327,12 +334,7 @@ class FloorsConfig(Section):
         description="inverse regularisation strengths C tried; each is fitted on train and the best validation "
         "macro-F1 wins (ties: the first listed)")
 
-    @field_validator("variants", "c_grid")
-    @classmethod
-    def _distinct(cls, values: list) -> list:
-        if len(set(values)) != len(values):
-            raise ValueError(f"values must be distinct, got {values}")
-        return values
+    _distinct = field_validator("variants", "c_grid")(distinct_values)
 
 
 class StudyConfig(Section):
@@ -352,12 +354,7 @@ class StudyConfig(Section):
         description="the standard recipe given SPT's pretraining compute, in examples (baseline_matched) and/or "
         "in FLOPs (baseline_flops); spt, tapt and baseline always run")
 
-    @field_validator("seeds", "matched_baselines")
-    @classmethod
-    def _distinct(cls, values: list) -> list:
-        if len(set(values)) != len(values):
-            raise ValueError(f"values must be distinct, got {values}")
-        return values
+    _distinct = field_validator("seeds", "matched_baselines")(distinct_values)
 
 
 class RuntimeConfig(Section):
