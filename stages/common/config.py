@@ -254,9 +254,9 @@ class TrainingConfig(Section):
 class PretrainUnsupConfig(TrainingConfig):
     """Masked-LM pretraining on the prepared corpus."""
 
-    max_steps: PositiveInt | None = 30
+    max_steps: PositiveInt | None = 20
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
-    save_steps: PositiveInt = 15
+    save_steps: PositiveInt = 10
     logging_steps: PositiveInt = 5
     mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
     whole_word_masking: bool = False
@@ -267,9 +267,9 @@ class PretrainUnsupConfig(TrainingConfig):
 class PretrainSupConfig(TrainingConfig):
     """Supervised pretraining: L = L_mlm + lambda(t) * L_supervised."""
 
-    max_steps: PositiveInt | None = 60
+    max_steps: PositiveInt | None = 50
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
-    save_steps: PositiveInt = 30
+    save_steps: PositiveInt = 25
     logging_steps: PositiveInt = 5
     lambda_: Annotated[float, Field(ge=0, alias="lambda")] = 1.0
     lambda_min: Annotated[float, Field(ge=0)] = 0.0
