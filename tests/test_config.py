@@ -174,10 +174,11 @@ def test_tiny_profile_sets_every_key():
 def test_a_stage_reads_only_what_dvc_yaml_declares(monkeypatch):
     monkeypatch.chdir(REPO)
     declared = ["seed", "runtime", "evaluate", "pretrain_sup.max_steps"]
-    params = DeclaredParams(load_params(REPO / "params.yaml"), declared, "evaluate")
-    assert params.evaluate.batch_size == 64 and params.seed == 42
-    assert params.tracking.experiment == "spt"  # where runs are logged changes no output
-    assert params.pretrain_sup.max_steps == 60
+    full = load_params(REPO / "params.yaml")
+    params = DeclaredParams(full, declared, "evaluate")
+    assert params.evaluate.batch_size == full.evaluate.batch_size and params.seed == full.seed
+    assert params.tracking.experiment == full.tracking.experiment  # where runs are logged changes no output
+    assert params.pretrain_sup.max_steps == full.pretrain_sup.max_steps
     with pytest.raises(AttributeError, match="reads params 'finetune', which dvc.yaml stage 'evaluate' does not "
                                              "declare.*add 'finetune' to that stage's params in dvc.yaml"):
         _ = params.finetune
