@@ -184,9 +184,9 @@ def test_a_stage_reads_only_what_dvc_yaml_declares(monkeypatch):
         _ = params.finetune
     with pytest.raises(AttributeError, match="'pretrain_sup.batch_size'"):
         _ = params.pretrain_sup.batch_size
-    assert params.declared() == {"seed": 42, "runtime": {"num_threads": 2, "dataloader_workers": 0,
-                                                         "launch": "python"},
-                                 "evaluate": {"batch_size": 64, "ece_bins": 10}, "pretrain_sup.max_steps": 60}
+    assert params.declared() == {"seed": full.seed, "runtime": full.runtime.model_dump(),
+                                 "evaluate": full.evaluate.model_dump(),
+                                 "pretrain_sup.max_steps": full.pretrain_sup.max_steps}
 
 
 def test_every_stage_gets_the_params_dvc_yaml_declares(monkeypatch):
