@@ -10,7 +10,9 @@ Params: seed, data, model, prepare.
 Splits are stratified by label, group-aware, seeded, and share no text (exact or normalised);
 validation and test texts never enter the masked-LM corpus. With data.test the given test set
 (e.g. a Hub dataset's official test split) is the test split, whole, and only validation is split
-from the rest. Outputs appear only when complete.
+from the rest. With prepare.n_per_class (few-shot) only that many training labels per class are
+kept and the other train texts stay in the masked-LM corpus as unlabeled text; prepare.true_few_shot
+caps validation to the same budget. Outputs appear only when complete.
 """
 
 from __future__ import annotations
@@ -67,9 +69,13 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
     label_names = sorted(frame["label"].unique())
     splits = split_labeled(frame, label_names, prep.val_fraction, prep.test_fraction, params.seed,
                            source.description)
-    train_rows_before_sampling = len(splits["train"])
+    # few-shot: the training texts whose labels are not kept stay in the masked-LM corpus (unlabeled
+    # text, the realistic semi-supervised case); true_few_shot caps validation to the same budget
+    all_train, all_validation = splits["train"], splits["validation"]
     if prep.n_per_class:
-        splits["train"] = sample_per_class(splits["train"], prep.n_per_class, params.seed)
+        splits["train"] = sample_per_class(all_train, prep.n_per_class, params.seed, "training")
+        if prep.true_few_shot:
+            splits["validation"] = sample_per_class(all_validation, prep.n_per_class, params.seed, "validation")
     overlap = cross_split_overlap(splits)
     if overlap:  # cannot happen after de-duplication; checked because a leak would void every result
         raise DataError(f"{overlap} texts are shared between splits; please report this as a bug")
@@ -78,8 +84,9 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
     corpus_stats: dict[str, int] = {}
     try:
         corpus = datasets.Dataset.from_generator(
-            corpus_texts, gen_kwargs={"splits": splits, "sources": tuple(data.unlabeled),
-                                      "text_column": data.text_column, "stats": corpus_stats},
+            corpus_texts, gen_kwargs={"train": all_train, "held_out": (all_validation, splits["test"]),
+                                      "sources": tuple(data.unlabeled), "text_column": data.text_column,
+                                      "stats": corpus_stats},
             cache_dir=str(work_dir / "cache"), features=datasets.Features({"text": datasets.Value("string")}))
     except datasets.exceptions.DatasetGenerationError as err:
         # datasets wraps what the generator raised; a problem in the user's file must read as one
@@ -117,7 +124,9 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
         **cleaning.as_dict(),
         "labels": label_names,
         "splits": {name: len(labeled[name]) for name in SPLITS},
-        "train_rows_before_few_shot": train_rows_before_sampling,
+        # few-shot (prepare.n_per_class): rows before sampling; the unsampled train texts are corpus text
+        "train_rows_before_few_shot": len(all_train),
+        "validation_rows_before_few_shot": len(all_validation),
         "cross_split_shared_texts": overlap,
         "class_balance": {name: part["label"].value_counts().sort_index().to_dict() for name, part in splits.items()},
         "truncated": {name: int(sum(labeled[name]["truncated"])) for name in SPLITS},
@@ -128,25 +137,26 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
     }
 
 
-def corpus_texts(splits: dict[str, pd.DataFrame], sources: tuple[str, ...], text_column: str,
-                 stats: dict[str, int]) -> Iterator[dict[str, str]]:
-    """The masked-LM corpus, streamed: train texts, then each unlabeled source in order.
+def corpus_texts(train: pd.DataFrame, held_out: tuple[pd.DataFrame, ...], sources: tuple[str, ...],
+                 text_column: str, stats: dict[str, int]) -> Iterator[dict[str, str]]:
+    """The masked-LM corpus, streamed: every train text (labels kept or not), then each unlabeled source.
 
-    Empty texts and duplicates (normalised) are dropped, and so is any text that is also a
-    validation or test text. Counts go to ``stats``. ``sources`` is a tuple because
-    ``Dataset.from_generator`` shards list-valued gen_kwargs into separate generator calls.
+    Empty texts and duplicates (normalised) are dropped, and so is any text that is also in
+    ``held_out`` (the validation and test rows, before any few-shot cap). Counts go to ``stats``.
+    ``held_out`` and ``sources`` are tuples because ``Dataset.from_generator`` shards list-valued
+    gen_kwargs into separate generator calls.
     """
-    held_out = {text_key(t) for name in ("validation", "test") for t in splits[name]["text"]}
+    held_out_keys = {text_key(t) for part in held_out for t in part["text"]}
     seen: set[bytes] = set()
     stats.update(documents=0, dropped_empty=0, dropped_duplicate=0, dropped_eval_overlap=0)
-    texts = [iter(splits["train"]["text"].tolist())] + [iter_unlabeled(s, text_column) for s in sources]
+    texts = [iter(train["text"].tolist())] + [iter_unlabeled(s, text_column) for s in sources]
     for stream in texts:
         for text in stream:
             if not isinstance(text, str) or not text.strip():
                 stats["dropped_empty"] += 1
                 continue
             key = text_key(text)
-            if key in held_out:
+            if key in held_out_keys:
                 stats["dropped_eval_overlap"] += 1
             elif key in seen:
                 stats["dropped_duplicate"] += 1

@@ -67,6 +67,7 @@ def test_unknown_section_and_source_scheme(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("section, values, expected", [
     ("prepare", {"val_fraction": 0.5, "test_fraction": 0.45}, "leaves under 10%"),
+    ("prepare", {"true_few_shot": True}, "but n_per_class is null; set n_per_class or true_few_shot: false"),
     ("pretrain_sup", {"lambda": 0.5, "lambda_min": 1.0, "lambda_schedule": "linear_decay"}, "must not exceed"),
     ("model", {"scratch": {"hidden_size": 30, "num_heads": 4}}, "divisible by num_heads"),
     ("floors", {"variants": ["tfidf", "bm25"]}, "floors.variants.1 = 'bm25': Input should be 'tfidf' or 'embeddings'"),

@@ -106,16 +106,34 @@ def test_eval_texts_never_enter_the_corpus(tiny_repo, monkeypatch):
     assert report["corpus"]["dropped_duplicate"] >= report["splits"]["train"]
 
 
-def test_few_shot_subsamples_training_labels(tiny_repo, monkeypatch):
+def test_few_shot_keeps_the_other_train_texts_as_masked_lm_text(tiny_repo, monkeypatch):
+    run_prepare(tiny_repo, monkeypatch)
+    full = json.loads(paths.DATA_REPORT.read_text())
     run_prepare(tiny_repo, monkeypatch, **{"prepare.n_per_class": 10})
     report = json.loads(paths.DATA_REPORT.read_text())
     assert report["class_balance"]["train"] == {"fresh": 10, "rotten": 10}
-    assert report["train_rows_before_few_shot"] > 20
+    assert report["train_rows_before_few_shot"] == full["splits"]["train"] > 20
+    # the labels of the other train rows are dropped, their texts are not: the same corpus
+    assert report["corpus"] == full["corpus"]
+    assert report["class_balance"]["validation"] == full["class_balance"]["validation"]  # untouched
+
+
+def test_true_few_shot_caps_validation_and_keeps_its_texts_held_out(tiny_repo, monkeypatch):
+    run_prepare(tiny_repo, monkeypatch, **{"prepare.n_per_class": 3, "prepare.true_few_shot": True,
+                                           "data.unlabeled": ["data/tiny/labeled.csv"]})
+    report = json.loads(paths.DATA_REPORT.read_text())
+    assert report["class_balance"]["validation"] == {"fresh": 3, "rotten": 3}
+    assert report["validation_rows_before_few_shot"] > 6
+    # the validation rows the cap dropped are still kept out of the masked-LM corpus
+    assert report["corpus"]["dropped_eval_overlap"] == (report["validation_rows_before_few_shot"]
+                                                        + report["splits"]["test"])
 
 
 @pytest.mark.parametrize("changes, message", [
     ({"data.text_column": "review"}, "column 'review' not found; the file has columns"),
     ({"prepare.n_per_class": 100000}, "n_per_class = 100000"),
+    ({"prepare.n_per_class": 150, "prepare.true_few_shot": True},
+     "n_per_class = 150 but the validation split holds only .*or set prepare.true_few_shot: false"),
     ({"prepare.group_column": "studio"}, "column 'studio' not found"),
 ])
 def test_bad_input_leaves_no_output(tiny_repo, monkeypatch, changes, message):

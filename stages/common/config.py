@@ -225,7 +225,19 @@ class PrepareConfig(Section):
         description="column whose groups never span two splits; 'auto' = the builtin's natural group "
         "(movie_name for rotten_tomatoes), none for user files; null = no grouping",
     )
-    n_per_class: PositiveInt | None = Field(None, description="few-shot: keep this many training labels per class")
+    n_per_class: PositiveInt | None = Field(
+        None, description="few-shot: keep this many training labels per class; the other train texts stay in "
+        "the masked-LM corpus as unlabeled text")
+    true_few_shot: bool = Field(
+        False, description="with n_per_class: cap validation to n_per_class per class too (nothing is chosen on "
+        "more labels than the budget)")
+
+    @model_validator(mode="after")
+    def _true_few_shot(self) -> PrepareConfig:
+        if self.true_few_shot and self.n_per_class is None:
+            raise ValueError("true_few_shot: true caps validation to n_per_class labels per class, but n_per_class "
+                             "is null; set n_per_class or true_few_shot: false")
+        return self
 
     @model_validator(mode="after")
     def _fractions(self) -> PrepareConfig:

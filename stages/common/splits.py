@@ -158,16 +158,17 @@ def split_labeled(frame: pd.DataFrame, label_names: list[str], val_fraction: flo
     return splits
 
 
-def sample_per_class(train: pd.DataFrame, n_per_class: int, seed: int) -> pd.DataFrame:
-    """Few-shot: keep ``n_per_class`` training rows of each class (seeded)."""
-    sizes = train["label"].value_counts()
+def sample_per_class(split: pd.DataFrame, n_per_class: int, seed: int, name: str = "training") -> pd.DataFrame:
+    """Few-shot: keep ``n_per_class`` rows of each class of the ``name`` split (seeded)."""
+    sizes = split["label"].value_counts()
     short = sizes[sizes < n_per_class]
     if len(short):
+        fix = "lower n_per_class" + (" or set prepare.true_few_shot: false" if name == "validation" else "")
         raise DataError(
-            f"prepare.n_per_class = {n_per_class} but the training split holds only "
-            f"{', '.join(f'{k!r}: {v}' for k, v in short.items())}; lower n_per_class"
+            f"prepare.n_per_class = {n_per_class} but the {name} split holds only "
+            f"{', '.join(f'{k!r}: {v}' for k, v in short.items())}; {fix}"
         )
-    parts = [part.sample(n=n_per_class, random_state=seed) for _, part in train.groupby("label", sort=True)]
+    parts = [part.sample(n=n_per_class, random_state=seed) for _, part in split.groupby("label", sort=True)]
     return pd.concat(parts).sort_index().reset_index(drop=True)
 
 
