@@ -180,6 +180,12 @@ class Tracker:
         self.guard("log_to_parent", log)
 
 
+def sweep_tags(setting: paths.SweepSetting | None) -> dict[str, str]:
+    """The tags of a run of a setting of the sweep: its weighting and lambda (none for other runs). Lambda as a
+    float, as pretrain_sup tags every run with the lambda it trained with (``2`` and ``2.0`` tag alike)."""
+    return {} if setting is None else {"weighting": setting.weighting, "lambda": str(float(setting.lambda_))}
+
+
 def _mlflow() -> Any:
     import mlflow
 
