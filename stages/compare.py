@@ -5,9 +5,13 @@ Reads:  for every arm and seed of the study, metrics/study/<arm>-<seed>/evaluate
         plots/study/<arm>-<seed>/finetune/validation.csv (validation curve with running FLOPs),
         metrics/study/<arm>-<seed>/finetune.json and, for spt and tapt, pretrain_sup.json;
         for each floor, metrics/study/<floor>/evaluate.json and plots/study/<floor>/evaluate/confusion.csv.
-Writes: metrics/compare.json, reports/compare.md, reports/compare.png (the curves),
-        plots/compare/validation_macro_f1.csv.
-Params: seed, study, floors.variants (the floors to report).
+        With a sweep (study.weightings x study.lambdas), first metrics/study/<run>/finetune.json of every
+        candidate setting and seed (the best validation macro-F1), and nothing else of them; the chosen
+        setting's runs are then read as spt's above. No test output of another candidate is opened.
+Writes: metrics/compare.json, reports/compare.md, reports/compare.png (the curves; with a sweep, a panel
+        of validation macro-F1 against lambda), plots/compare/validation_macro_f1.csv.
+Params: seed, study, floors.variants (the floors to report), pretrain_sup.weighting and
+        pretrain_sup.lambda (the spt arm's own setting: always a candidate of the sweep).
 
 Arms (all start from the shared pretrain_unsup checkpoint): spt (pretrain_sup, then finetune),
 tapt (the same pretraining budget with lambda = 0, then finetune: what more masked-LM alone adds),
@@ -20,12 +24,20 @@ Floors (no pretraining, no seed: study_floors): tfidf (TF-IDF + logistic regress
 (logistic regression on model.source's frozen embeddings). They have test scores but no steps or
 FLOPs; SPT - floor pairs the floor's one prediction set with every seed of SPT. A skipped floor
 (embeddings with model.source scratch) is listed with its reason.
+
+The sweep (study.weightings x study.lambdas, study_sweep_*): the candidates are the spt arm's own
+setting (pretrain_sup.weighting, pretrain_sup.lambda) and every other pair, each trained as the spt
+arm is, per seed. The one with the highest mean over seeds of finetune's best validation macro-F1
+wins (ties: the spt arm's own setting, then the order listed) and its runs stand in as spt everywhere
+in the report. The choice is made, and written down, before any test output is read.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +55,79 @@ VARIED_BY_SEED = ["study_pretrain (spt, tapt)", "study_finetune", "study_baselin
 SHARED = ["prepare", "pretrain_unsup"]
 
 
-def read_run(variant: str, seed: int) -> dict:
-    """Test predictions and scores, the validation curve and the training compute of one study run."""
-    run = paths.study_run_name(variant, seed)
+@dataclass(frozen=True)
+class Candidate:
+    """A setting the spt arm can train with: its own (``own``: pretrain_sup's weighting and lambda, runs
+    ``spt-<seed>``) or one of the sweep's (runs ``spt-<weighting>-l<lambda>-<seed>``)."""
+
+    setting: paths.SweepSetting
+    own: bool
+
+    def run(self, seed: int | str) -> str:
+        return paths.study_run_name("spt", seed, None if self.own else self.setting)
+
+
+def sweep_candidates(study, pretrain_sup) -> list[Candidate]:
+    """The spt arm's own setting, then every pair of study.weightings x study.lambdas, in that order, that is
+    not the same setting (that one is the spt arm's run); [] without a sweep (both lists empty)."""
+    if not (study.weightings and study.lambdas):
+        return []
+    own = paths.SweepSetting(pretrain_sup.weighting, pretrain_sup.lambda_)
+    grid = [paths.SweepSetting(weighting, lambda_) for weighting in study.weightings for lambda_ in study.lambdas]
+    return [Candidate(own, True), *(Candidate(setting, False) for setting in grid if setting != own)]
+
+
+def validation_scores(candidates: list[Candidate], seeds: list[int]) -> list[list[float]]:
+    """Finetune's best validation macro-F1 per candidate and seed, from metrics/study/<run>/finetune.json:
+    the only files of the candidates read before the choice (no test output)."""
+    scores = []
+    for candidate in candidates:
+        row = []
+        for seed in seeds:
+            file = paths.metrics_file("finetune", candidate.run(seed))
+            try:
+                row.append(float(json.loads(file.read_text())["val_macro_f1"]))
+            except FileNotFoundError:
+                raise StudyError(f"study run {candidate.run(seed)} is incomplete ({file} missing); run `dvc repro`"
+                                 ) from None
+        scores.append(row)
+    return scores
+
+
+def seed_mean(values: list[float]) -> float:
+    """The exactly rounded mean over seeds (math.fsum): the same for the same values in any order, so seeds never break
+    a tie by rounding."""
+    return math.fsum(values) / len(values)
+
+
+def choose(scores: list[list[float]]) -> int:
+    """Index of the candidate with the highest mean validation macro-F1 over seeds; ties go to the first
+    listed (the spt arm's own setting comes first, then the sweep in the order of its lists)."""
+    means = [seed_mean(row) for row in scores]
+    return means.index(max(means))
+
+
+def selection_summary(candidates: list[Candidate], seeds: list[int], scores: list[list[float]], chosen: int) -> dict:
+    """The choice as data (metrics/compare.json ``selection``): every candidate's validation scores and the winner."""
+    rows = [{"weighting": c.setting.weighting, "lambda": c.setting.lambda_, "spt_arm": c.own, "run": c.run("<seed>"),
+             "runs": [c.run(seed) for seed in seeds], "val_macro_f1_mean": seed_mean(row),
+             "val_macro_f1_std": spread(row), "val_macro_f1_per_seed": row, "chosen": index == chosen}
+            for index, (c, row) in enumerate(zip(candidates, scores))]
+    return {"criterion": "highest mean over seeds of finetune's best validation macro-F1 (metrics/study/<run>/"
+                         "finetune.json: val_macro_f1); ties: the spt arm's own setting, then the order listed",
+            "chosen": {key: rows[chosen][key] for key in ("weighting", "lambda", "spt_arm", "run", "runs",
+                                                           "val_macro_f1_mean")},
+            "candidates": rows}
+
+
+def read_run(run: str, pretrained: bool) -> dict:
+    """Test predictions and scores, the validation curve and the training compute of one study run
+    (``pretrained``: it has a pretrain_sup run of its own, as spt and tapt)."""
     try:
         scores = json.loads(paths.metrics_file("evaluate", run).read_text())
         finetune = json.loads(paths.metrics_file("finetune", run).read_text())
         pretraining = (json.loads(paths.metrics_file("pretrain_sup", run).read_text())
-                       if variant in paths.PRETRAINED_ARMS else {"steps": 0, "flops": 0.0})
+                       if pretrained else {"steps": 0, "flops": 0.0})
         with open(paths.plots_dir("evaluate", run) / "confusion.csv") as handle:
             rows = list(csv.DictReader(handle))
         with open(paths.plots_dir("finetune", run) / "validation.csv") as handle:
@@ -207,6 +284,7 @@ def report(summary: dict) -> str:
              f"{', '.join(summary['varied_by_seed'])}; {' and '.join(summary['shared_by_all_seeds'])} are shared). "
              f"Target: {target_text}. Compute is counted from the shared pretrain_unsup checkpoint; FLOPs are "
              "counted on the real batches (forward and backward), validation excluded.", "",
+             *([chosen_line(summary["selection"]), ""] if "selection" in summary else []),
              "| arm | test accuracy | test macro-F1 | pretraining steps | finetuning steps | training FLOPs | "
              "finetuning steps to target | total steps to target | FLOPs to target | reached |",
              "|---|---|---|---|---|---|---|---|---|---|"]
@@ -237,11 +315,60 @@ def report(summary: dict) -> str:
     lines += ["", f"![validation macro-F1 against training compute]({FIGURE.name})", "",
               "Steps and FLOPs, not seconds, measure time here: they are reproducible. Wall-clock seconds per "
               f"arm are in `{TIMINGS.name}` beside this report (not a DVC output: they vary) and in MLflow.", ""]
+    if "selection" in summary:
+        lines += selection_report(summary)
     return "\n".join(lines)
 
 
-def timings_report(arms: list[str], seeds: list[int]) -> tuple[str, dict[str, float]]:
-    """reports/timings.md: wall-clock training seconds per arm (mean over seeds), from timings/.
+SELECTION_TITLE = "Choosing the weighting and λ on validation"
+
+
+def _setting(row: dict) -> str:
+    return f"weighting {row['weighting']}, λ = {row['lambda']:g}"
+
+
+def chosen_line(selection: dict) -> str:
+    """The report's opening note: which setting the spt rows are."""
+    chosen = selection["chosen"]
+    where = "the spt arm's own setting" if chosen["spt_arm"] else f"runs `{chosen['run']}`"
+    return (f"**spt** below is the setting chosen on validation: {_setting(chosen)} ({where}); see "
+            f"[{SELECTION_TITLE}](#choosing-the-weighting-and-λ-on-validation).")
+
+
+def selection_report(summary: dict) -> list[str]:
+    """The section that shows the choice: every candidate's validation scores, then the winner's test score."""
+    selection, seeds = summary["selection"], summary["seeds"]
+    chosen, spt = selection["chosen"], summary["variants"]["spt"]
+    lines = [f"## {SELECTION_TITLE}", "",
+             "Candidates: the spt arm's own setting (pretrain_sup.weighting and pretrain_sup.lambda) and every other "
+             "pair of study.weightings × study.lambdas, each pretrained and finetuned as the spt arm is, for every "
+             "seed. Score: finetune's best validation macro-F1 (the checkpoint it keeps), mean over seeds; the "
+             "highest wins, ties go to the spt arm's own setting, then the order listed. The choice was made from "
+             "these validation scores alone: no test output of any candidate was read before it, and none of a "
+             "candidate that lost.", "",
+             f"| weighting | λ | validation macro-F1 | per seed ({' / '.join(map(str, seeds))}) | runs | chosen |",
+             "|---|---|---|---|---|---|"]
+    for row in selection["candidates"]:
+        own = " (spt arm)" if row["spt_arm"] else ""
+        per_seed = " / ".join(f"{value * 100:.2f}" for value in row["val_macro_f1_per_seed"])
+        lines.append(f"| {row['weighting']}{own} | {row['lambda']:g} | "
+                     f"{_mean_std(row['val_macro_f1_mean'], row['val_macro_f1_std'])} | {per_seed} | "
+                     f"`{row['run']}` | {'**chosen**' if row['chosen'] else ''} |")
+    lines += ["", f"Chosen: {_setting(chosen)}, validation macro-F1 {chosen['val_macro_f1_mean'] * 100:.2f}; "
+                  f"its test accuracy is {_mean_std(spt['accuracy_mean'], spt['accuracy_std'])} (macro-F1 "
+                  f"{_mean_std(spt['macro_f1_mean'], spt['macro_f1_std'])}), read after the choice."]
+    matched = [arm for arm in summary["variants"] if arm in paths.MATCHED_ARMS]
+    if matched and not chosen["spt_arm"]:
+        lines.append(f"{' and '.join(matched)} match the spt arm's own pretraining (pretrain_sup's weighting and "
+                     "lambda), not the chosen setting's: with another weighting the FLOPs may differ (gradcos "
+                     "counts its extra backward passes).")
+    lines += ["", "The right panel of the figure above shows these validation scores against λ, one line per "
+                  "weighting (the square: the spt arm's own setting; the ring: the chosen one).", ""]
+    return lines
+
+
+def timings_report(arm_runs: dict[str, list[str]]) -> tuple[str, dict[str, float]]:
+    """reports/timings.md: wall-clock training seconds per arm (mean over its runs, one per seed), from timings/.
 
     Not a DVC output and not hashed by the reproducibility gate: seconds differ from run to run and
     machine to machine. Runs whose timings are missing (e.g. trained in another workspace) are left out.
@@ -249,10 +376,9 @@ def timings_report(arms: list[str], seeds: list[int]) -> tuple[str, dict[str, fl
     lines = ["# Wall-clock training time (seconds; varies from run to run, not hashed by DVC)", "",
              "| arm | pretraining s | finetuning s | total s | seeds timed |", "|---|---|---|---|---|"]
     means: dict[str, float] = {}
-    for variant in arms:
+    for variant, runs in arm_runs.items():
         totals, parts = [], {"pretrain_sup": [], "finetune": []}
-        for seed in seeds:
-            run = paths.study_run_name(variant, seed)
+        for run in runs:
             stages = ["pretrain_sup", "finetune"] if variant in paths.PRETRAINED_ARMS else ["finetune"]
             files = [paths.timing_file(stage, run) for stage in stages]
             if all(file.is_file() for file in files):
@@ -285,19 +411,31 @@ def main(params) -> None:
 
     study = params.study
     with tracked_run(STAGE, params) as tracker:
-        runs = {v: [read_run(v, s) for s in study.seeds] for v in paths.study_arms(study.matched_baselines)}
+        arm_runs = {arm: [paths.study_run_name(arm, seed) for seed in study.seeds]
+                    for arm in paths.study_arms(study.matched_baselines)}
+        selection = None
+        candidates = sweep_candidates(study, params.pretrain_sup)
+        if candidates:  # choose on validation, before any test output is read; the winner's runs are spt
+            scores = validation_scores(candidates, study.seeds)
+            chosen = choose(scores)
+            selection = selection_summary(candidates, study.seeds, scores, chosen)
+            arm_runs["spt"] = [candidates[chosen].run(seed) for seed in study.seeds]
+        runs = {arm: [read_run(run, arm in paths.PRETRAINED_ARMS) for run in names] for arm, names in arm_runs.items()}
         floors = {floor: read_floor(floor) for floor in params.floors.variants}
         summary = summarize(runs, study.seeds, study, params.seed, floors)
+        if selection is not None:
+            summary["selection"] = selection
+            summary["varied_by_seed"] = [*VARIED_BY_SEED, "study_sweep_pretrain", "study_sweep_finetune"]
         write_json(paths.metrics_file(STAGE), summary)
         with atomic_output(paths.REPORT) as staging:
             staging.write_text(report(summary), encoding="utf-8")
         with atomic_output(FIGURE) as staging:
-            study_curves(runs, staging)
+            study_curves(runs, staging, selection)
         write_curves(runs, study.seeds, paths.plots_dir(STAGE))
         flat = {f"{v}_{k}": value for v, row in {**summary["variants"], **summary["floors"]}.items()
                 for k, value in row.items() if isinstance(value, float)}
         flat.update({f"{name}_{m}": d[m]["diff"] for name, d in summary["differences"].items() for m in d})
-        timings, seconds = timings_report(list(runs), study.seeds)
+        timings, seconds = timings_report(arm_runs)
         TIMINGS.parent.mkdir(parents=True, exist_ok=True)
         TIMINGS.write_text(timings, encoding="utf-8")
         tracker.log_metrics({**flat, **seconds})
@@ -305,6 +443,14 @@ def main(params) -> None:
         tracker.log_artifact(TIMINGS)
         tracker.log_artifact(paths.REPORT)
         tracker.log_artifact(FIGURE, "plots")
+        for row in (selection or {}).get("candidates", []):  # one child run per candidate of the choice
+            tracker.log_child_run(
+                f"candidate {row['weighting']} lambda={row['lambda']}",
+                params={"weighting": row["weighting"], "lambda": float(row["lambda"]), "spt_arm": row["spt_arm"],
+                        "runs": ",".join(row["runs"])},
+                metrics={"val_macro_f1_mean": row["val_macro_f1_mean"], "val_macro_f1_std": row["val_macro_f1_std"]},
+                tags={"stage": STAGE, "chosen": str(row["chosen"]).lower(), "weighting": row["weighting"],
+                      "lambda": str(float(row["lambda"]))})
 
 
 if __name__ == "__main__":

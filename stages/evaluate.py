@@ -9,6 +9,9 @@ Params: seed, runtime, evaluate.
 As a study run (`--variant V --seed N`, the study_evaluate and study_evaluate_matched stages) it reads
 models/study/<V>-<N>/ and writes metrics/study/<V>-<N>/evaluate.json and
 plots/study/<V>-<N>/evaluate/ instead; only the main chain's classifier is registered in MLflow.
+A setting of the sweep (`--variant spt --seed N --weighting W --lambda L`, the study_sweep_evaluate
+stage) is run spt-W-lL-N likewise; compare reads its test scores only if it chose that setting on
+validation.
 
 As a floor (`--variant tfidf` or `--variant embeddings`, no seed: the study_floors stage) it trains
 no network: logistic regression on TF-IDF features of the texts, or on model.source's frozen
@@ -78,7 +81,8 @@ def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label
                     writer.writerow([name, metric, round(scores[metric], 6)])
 
 
-def main(params, variant: str | None = None, seed: int | None = None) -> None:
+def main(params, variant: str | None = None, seed: int | None = None,
+         setting: paths.SweepSetting | None = None) -> None:
     if variant in paths.FLOOR_ARMS:
         evaluate_floor(params, variant)
         return
@@ -89,14 +93,14 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.hashing import content_sha256
     from stages.common.metrics import classification_report
     from stages.common.runtime import configure_runtime
-    from stages.common.tracking import tracked_run
+    from stages.common.tracking import sweep_tags, tracked_run
 
-    run = paths.study_run_name(variant, seed) if variant else None
+    run = paths.study_run_name(variant, seed, setting) if variant else None
     configure_runtime(params.runtime, params.seed)
     model_dir = paths.model_dir(MODEL, run)
     with tracked_run(STAGE, params) as tracker:
         model_hash = verify_checkpoint(model_dir, MODEL)
-        tracker.set_tags({"input_checkpoint_sha256": model_hash, "study_run": run or "main"})
+        tracker.set_tags({"input_checkpoint_sha256": model_hash, "study_run": run or "main", **sweep_tags(setting)})
         test = datasets.load_from_disk(str(paths.LABELED))["test"]
         tracker.log_datasets(paths.dataset_name(), content_sha256(paths.PROCESSED), {"test": len(test)})
         logits = predict(model_dir, test, params.evaluate.batch_size)

@@ -7,11 +7,15 @@ Writes: models/finetune/ (the architecture's ...ForSequenceClassification; `pipe
         plots/finetune/ (training loss, validation curves), checkpoints/finetune/ (resume).
 Params: seed, runtime, finetune.
 
-As a study run (`--variant spt|baseline|baseline_matched --seed N`: the study_spt and
-study_baseline stages) it writes to models/study/<variant>-<seed>/,
+As a study run (`--variant spt|tapt|baseline|baseline_matched|baseline_flops --seed N`: the
+study_finetune, study_baseline and study_matched stages) it writes to models/study/<variant>-<seed>/,
 metrics/study/<variant>-<seed>/finetune.json and plots/study/<variant>-<seed>/finetune/ instead;
-see stages/compare.py. baseline_matched also reads metrics/pretrain_sup.json: the examples
-pretrain_sup trained on are added to its finetuning budget.
+see stages/compare.py. spt and tapt start from models/study/<variant>-<seed>/pretrain_sup. The matched
+baselines also read metrics/study/spt-<seed>/pretrain_sup.json: the examples (or FLOPs) SPT's
+pretraining spent are added to their finetuning budget.
+As a setting of the sweep (`--variant spt --seed N --weighting W --lambda L`, the study_sweep_finetune
+stage) it finetunes models/study/spt-W-lL-N/pretrain_sup and writes under spt-W-lL-N likewise;
+metrics/study/spt-W-lL-N/finetune.json holds the best validation macro-F1 that compare chooses by.
 
 The classifier head trained in pretrain_sup is carried over when its label map matches and it was
 trained (lambda > 0 at some step); from pretrain_unsup it starts fresh. Batches are padded
@@ -48,19 +52,20 @@ def load_classifier(init_dir: str, label_map: dict) -> tuple[object, bool]:
     return model, carried
 
 
-def study_settings(params, variant: str | None, seed: int | None):
+def study_settings(params, variant: str | None, seed: int | None, setting: paths.SweepSetting | None = None):
     """The finetune section, seed and starting checkpoint of the main chain (variant None) or a study run.
 
-    spt and tapt start from their own pretraining run (same seed), the baselines from pretrain_unsup:
-    baseline with the same steps, baseline_matched with as many extra examples as SPT's pretrain_sup
-    trained on, baseline_flops with as many extra FLOPs as it spent (same seed).
+    spt and tapt start from their own pretraining run (same seed; for a setting of the sweep, that
+    setting's), the baselines from pretrain_unsup: baseline with the same steps, baseline_matched with
+    as many extra examples as SPT's pretrain_sup trained on, baseline_flops with as many extra FLOPs as
+    it spent (same seed).
     """
     cfg = params.finetune
     if variant is None:
         return cfg, params.seed, paths.model_dir(cfg.init_from)
     if variant in paths.PRETRAINED_ARMS:
         return cfg.model_copy(update={"init_from": "pretrain_sup"}), seed, \
-            paths.model_dir("pretrain_sup", paths.study_run_name(variant, seed))
+            paths.model_dir("pretrain_sup", paths.study_run_name(variant, seed, setting))
     cfg = cfg.model_copy(update={"init_from": "pretrain_unsup"})
     if variant != "baseline":
         import datasets
@@ -111,7 +116,8 @@ def matched_extra_steps(pretrain_sup_metrics: dict, cfg) -> int:
     return math.ceil(examples / (cfg.batch_size * cfg.gradient_accumulation_steps))
 
 
-def main(params, variant: str | None = None, seed: int | None = None) -> None:
+def main(params, variant: str | None = None, seed: int | None = None,
+         setting: paths.SweepSetting | None = None) -> None:
     import datasets
     from transformers import (
         AutoTokenizer,
@@ -125,19 +131,20 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.metrics import classification_scores
     from stages.common.runtime import configure_runtime, training_arguments
     from stages.common.tokenization import by_length
-    from stages.common.tracking import tracked_run
+    from stages.common.tracking import sweep_tags, tracked_run
     from stages.common.trainers import StageTrainer
     from stages.common.training_run import (
         begin_training,
         finish_training,
-        reuse_main_chain,
+        reuse_identical_run,
     )
 
-    cfg, seed, init_dir = study_settings(params, variant, seed)
-    study_run = paths.study_run_name(variant, seed) if variant else None
+    cfg, seed, init_dir = study_settings(params, variant, seed, setting)
+    study_run = paths.study_run_name(variant, seed, setting) if variant else None
     configure_runtime(params.runtime, seed)
     with tracked_run(STAGE, params, system_metrics=True) as tracker:
-        producer = f"study_pretrain@{study_run}" if variant in paths.PRETRAINED_ARMS else cfg.init_from
+        producer = (paths.dvc_stage_instance("pretrain_sup", variant, seed, setting)
+                    if variant in paths.PRETRAINED_ARMS else cfg.init_from)
         init_hash = verify_checkpoint(init_dir, producer)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
@@ -148,10 +155,13 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
                                               STAGE: section_dict(cfg)},
                              {"data": content_sha256(paths.PROCESSED), "init": init_hash},
                              {"train": len(train), "validation": len(validation)}, study_run,
-                             tags={"init_from": cfg.init_from, "study_run": study_run or "main"})
+                             tags={"init_from": cfg.init_from, "study_run": study_run or "main",
+                                   **sweep_tags(setting)})
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
                             "finetune.effective_max_steps": cfg.max_steps})
-        if reuse_main_chain(run):
+        # identical to the main chain's run: copied; a setting of the sweep equal to the spt arm's own setting
+        # also copies the spt arm's run of its seed, when that is there already
+        if reuse_identical_run(run, (paths.study_run_name(variant, seed),) if setting else ()):
             return
 
         model, carried = load_classifier(str(init_dir), label_map)

@@ -14,6 +14,9 @@ As a study run (`--variant spt|tapt --seed N`, the study_pretrain stage) it writ
 models/study/<variant>-<seed>/pretrain_sup/ and the matching metrics and plots; tapt is the same
 budget and schedule with lambda = 0: masked-LM on the same texts without their labels (task-adaptive
 pretraining), the arm that separates what the labels add from what more masked-LM adds.
+As a setting of the sweep (`--variant spt --seed N --weighting W --lambda L`, the study_sweep_pretrain
+stage) it is the spt arm's run with pretrain_sup.weighting and pretrain_sup.lambda replaced by W and L,
+everything else equal, and writes to models/study/spt-W-lL-N/pretrain_sup/ (metrics and plots alike).
 
 Every training example is masked for L_mlm; labeled train texts also carry their class for
 L_supervised, which by default (``supervised_input: clean``) reads the unmasked text, as finetuning
@@ -53,17 +56,21 @@ def training_mixture(labeled, corpus, mix_ratio: float, seed: int):
     return labeled.add_column("example_id", list(range(len(labeled))))
 
 
-def study_settings(params, variant: str | None, seed: int | None):
-    """The pretrain_sup section and seed of the main chain (variant None) or of a study run."""
+def study_settings(params, variant: str | None, seed: int | None, setting: paths.SweepSetting | None = None):
+    """The pretrain_sup section and seed of the main chain (variant None), of a study run, or of a setting
+    of the sweep (the spt arm with ``setting``'s weighting and lambda)."""
     cfg = params.pretrain_sup
     if variant is None:
         return cfg, params.seed
     if variant == "tapt":
         cfg = cfg.model_copy(update={"lambda_": 0.0, "lambda_min": 0.0, "lambda_schedule": "constant"})
+    if setting is not None:
+        cfg = cfg.swept(setting.weighting, setting.lambda_)
     return cfg, seed
 
 
-def main(params, variant: str | None = None, seed: int | None = None) -> None:
+def main(params, variant: str | None = None, seed: int | None = None,
+         setting: paths.SweepSetting | None = None) -> None:
     import dataclasses
 
     import datasets
@@ -82,11 +89,11 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
     from stages.common.training_run import (
         begin_training,
         finish_training,
-        reuse_main_chain,
+        reuse_identical_run,
     )
 
-    cfg, seed = study_settings(params, variant, seed)
-    study_run = paths.study_run_name(variant, seed) if variant else None
+    cfg, seed = study_settings(params, variant, seed, setting)
+    study_run = paths.study_run_name(variant, seed, setting) if variant else None
     configure_runtime(params.runtime, seed)
     with tracked_run(STAGE, params, system_metrics=True) as tracker:
         init_hash = verify_checkpoint(paths.model_dir(INIT), INIT)
@@ -103,10 +110,15 @@ def main(params, variant: str | None = None, seed: int | None = None) -> None:
                              {"train": len(splits["train"]), "validation": len(validation),
                               **({"corpus": len(train) - len(splits["train"])} if cfg.unlabeled_mix_ratio else {})},
                              study_run,
-                             tags={"study_run": study_run or "main"})
+                             # the setting this run trained with (a sweep's or tapt's, not params.yaml's)
+                             tags={"study_run": study_run or "main", "weighting": cfg.weighting,
+                                   "lambda": str(cfg.lambda_)})
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
-                            "pretrain_sup.effective_lambda": cfg.lambda_})
-        if reuse_main_chain(run):
+                            "pretrain_sup.effective_lambda": cfg.lambda_,
+                            "pretrain_sup.effective_weighting": cfg.weighting})
+        # identical to the main chain's run: copied; a setting of the sweep equal to the spt arm's own setting
+        # also copies the spt arm's run of its seed, when that is there already
+        if reuse_identical_run(run, (paths.study_run_name(variant, seed),) if setting else ()):
             return
 
         model = EncoderForSupervisedPretraining.from_pretrained(

@@ -202,3 +202,117 @@ def test_every_stage_gets_the_params_dvc_yaml_declares(monkeypatch):
             stage = paths.dvc_stage(module, variant)
             assert f"-m stages.{module} --variant" in stages[stage]["cmd"]
             assert paths.declared_params(stage) == stages[stage]["params"]
+    for module in paths.SWEEP_STAGES:  # a setting of the sweep: --variant spt --seed N --weighting W --lambda L
+        stage = paths.dvc_stage(module, "spt", sweep=True)
+        assert f"-m stages.{module} --variant spt" in stages[stage]["cmd"] and "--lambda" in stages[stage]["cmd"]
+        assert paths.declared_params(stage) == stages[stage]["params"]
+
+
+# The sweep (study.weightings x study.lambdas): every problem named with its key and how to fix it
+@pytest.mark.parametrize("study, expected", [
+    ({"weightings": ["fixed"], "lambdas": [0.5, 0.5]}, "study.lambdas = [0.5, 0.5]: values must be distinct"),
+    ({"weightings": ["fixed"], "lambdas": [1, 1.0]}, "values must be distinct"),  # one lambda, two spellings
+    ({"weightings": ["fixed", "fixed"], "lambdas": [1]}, "study.weightings = ['fixed', 'fixed']: values must be"),
+    ({"weightings": ["fixed"], "lambdas": [0, -1]}, "study.lambdas = [0, -1]: 0, -1 are not a positive number"),
+    ({"weightings": ["fixed"], "lambdas": [True, "2", float("inf")]}, "True, '2', inf are not a positive number"),
+    ({"weightings": ["fixed", "softmax"], "lambdas": [1]}, "study.weightings.1 = 'softmax': Input should be 'fixed', "
+                                                           "'normalized', 'uncertainty' or 'gradcos'"),
+    ({"lambdas": [0.3, 1, 3]}, "study.lambdas = [0.3, 1, 3] but study.weightings is empty"),
+    ({"weightings": ["fixed", "gradcos"]}, "study.weightings = ['fixed', 'gradcos'] but study.lambdas is empty"),
+])
+def test_sweep_problems_are_named(tmp_path, monkeypatch, study, expected):
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["study"].update(study)
+    message = str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
+    assert expected in message and "problem:" in message
+
+
+def test_one_sweep_axis_alone_says_how_to_sweep_it(tmp_path, monkeypatch):
+    """A DVC matrix with an empty axis has no stages: a lone axis would sweep nothing, silently."""
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["study"]["lambdas"] = [0.3, 1, 3]
+    message = str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
+    assert "nothing would be swept" in message and "-S 'study.weightings=[normalized]'" in message
+    data["study"].update(lambdas=[], weightings=["fixed", "gradcos"])
+    data["pretrain_sup"]["lambda"] = 2.0
+    assert "-S 'study.lambdas=[2]'" in str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
+    data["study"]["lambdas"] = [0.3, 1, 3]  # both axes: fine
+    params = load_params(write(tmp_path, data))
+    assert params.study.lambdas == [0.3, 1, 3] and [type(v) for v in params.study.lambdas] == [float, int, int]
+
+
+def test_a_decaying_lambda_must_stay_above_lambda_min(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["study"].update(weightings=["fixed"], lambdas=[0.05, 0.5, 0.01])
+    data["pretrain_sup"].update(lambda_schedule="linear_decay", lambda_min=0.1)
+    message = str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
+    assert "study.lambdas = [0.05, 0.5, 0.01]: 0.05, 0.01 are below pretrain_sup.lambda_min (0.1)" in message
+    data["pretrain_sup"]["lambda_schedule"] = "constant"  # lambda_min unused
+    assert load_params(write(tmp_path, data)).study.lambdas == [0.05, 0.5, 0.01]
+
+
+def test_a_setting_replaces_weighting_and_lambda_only():
+    from stages.common.config import PretrainSupConfig, section_dict
+
+    own = PretrainSupConfig(lambda_schedule="linear_decay", lambda_min=0.2)
+    swept = own.swept("gradcos", 3)
+    assert section_dict(swept) == {**section_dict(own), "weighting": "gradcos", "lambda": 3.0}
+    assert own.swept(own.weighting, 1) == own  # pretrain_sup's own setting: the same section (same fingerprint)
+    with pytest.raises(ConfigError, match=r"--weighting fixed --lambda 0.1 with params.yaml's pretrain_sup: "
+                                          r"lambda_min \(0.2\) must not exceed lambda \(0.1\)"):
+        own.swept("fixed", 0.1)
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--weighting", "fixed"], "--weighting and --lambda go together"),
+    (["--variant", "spt", "--seed", "1", "--lambda", "2"], "--weighting and --lambda go together"),
+    (["--variant", "tapt", "--seed", "1", "--weighting", "fixed", "--lambda", "2"], "with --variant spt --seed N"),
+    (["--weighting", "fixed", "--lambda", "2"], "with --variant spt --seed N"),
+    (["--variant", "spt", "--seed", "1", "--weighting", "fixed", "--lambda", "0"], "not a positive number"),
+    (["--variant", "spt", "--seed", "1", "--weighting", "fixed", "--lambda", "two"], "'two' is not a number"),
+    (["--variant", "spt", "--seed", "1", "--weighting", "softmax", "--lambda", "2"], "invalid choice: 'softmax'"),
+])
+def test_sweep_flags_are_checked(monkeypatch, capsys, argv, expected):
+    from stages.common.cli import run_stage
+
+    monkeypatch.chdir(REPO)
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage("doc", lambda *args: None, "pretrain_sup", argv, study=True)
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_a_sweep_run_gets_its_setting_and_its_stage_params(monkeypatch):
+    from stages.common import paths
+    from stages.common.cli import run_stage
+
+    monkeypatch.chdir(REPO)
+    seen = []
+
+    def body(params, variant, seed, setting):
+        seen.append((variant, seed, setting, params.pretrain_sup.weighting))
+        with pytest.raises(AttributeError, match="dvc.yaml stage 'study_sweep_pretrain' does not declare"):
+            _ = params.study
+
+    run_stage("doc", body, "pretrain_sup", ["--variant", "spt", "--seed", "3", "--weighting", "gradcos",
+                                            "--lambda", "1.0"], study=True)
+    run_stage("doc", body, "pretrain_sup", ["--variant", "spt", "--seed", "3", "--weighting", "fixed",
+                                            "--lambda", "2"], study=True)
+    assert seen == [("spt", 3, paths.SweepSetting("gradcos", 1.0), "normalized"),
+                    ("spt", 3, paths.SweepSetting("fixed", 2), "normalized")]
+    assert [paths.study_run_name("spt", 3, setting) for _, _, setting, _ in seen] == \
+        ["spt-gradcos-l1.0-3", "spt-fixed-l2-3"]  # as DVC writes ${item.lambda}: 1.0 stays 1.0, 2 stays 2
+    assert type(seen[1][2].lambda_) is int
+
+
+@pytest.mark.parametrize("module", ["pretrain_sup", "finetune", "evaluate"])
+def test_help_describes_the_sweep_flags(module):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", f"stages.{module}", "--help"], cwd=REPO, capture_output=True,
+                            text=True, check=True)
+    assert "--weighting {fixed,normalized,uncertainty,gradcos}" in result.stdout
+    assert "--lambda LAMBDA" in result.stdout and "spt-<weighting>-l<lambda>-<seed>" in result.stdout

@@ -12,6 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 STUDY = {"study_pretrain": "pretrain_sup", "study_finetune": "finetune", "study_baseline": "finetune",
          "study_matched": "finetune", "study_evaluate": "evaluate", "study_evaluate_matched": "evaluate"}  # -> module
+SWEEP = {"study_sweep_pretrain": "pretrain_sup", "study_sweep_finetune": "finetune",
+         "study_sweep_evaluate": "evaluate"}  # the spt arm with another weighting and lambda -> module
 FLOORS = "study_floors"  # evaluate --variant tfidf|embeddings: no seed
 # Training stages start with the launcher from params.yaml (python, torchrun, accelerate launch); the rest with python.
 LAUNCH = "${runtime.launch}"
@@ -36,7 +38,7 @@ def names(entries):
 
 
 def test_one_name_per_stage():
-    assert list(dvc_stages()) == [*STAGES, *STUDY, FLOORS, "compare"]
+    assert list(dvc_stages()) == [*STAGES, *STUDY, *SWEEP, FLOORS, "compare"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     stages = dvc_stages()
     for stage, module in STUDY.items():
@@ -59,7 +61,7 @@ def test_one_name_per_stage():
     assert {paths.dvc_stage("evaluate", floor) for floor in paths.FLOOR_ARMS} == {FLOORS}
     assert not set(paths.FLOOR_ARMS) & set(paths.STUDY_VARIANTS)
     for stage, spec in dvc_stages().items():
-        if stage in STUDY or stage == FLOORS:
+        if stage in STUDY or stage in SWEEP or stage == FLOORS:
             continue
         if stage == "compare":
             assert "study" in spec["params"]
@@ -146,3 +148,47 @@ def test_plot_files_exist_in_stage_outputs():
     plot_dirs = {str(paths.plots_dir(stage)) for stage in [*STAGES, "compare"]}
     for entry in spec["plots"]:
         assert str(Path(next(iter(entry))).parent) in plot_dirs
+
+
+def test_the_sweep_is_the_spt_arm_with_another_setting():
+    """study_sweep_*: one matrix over study.weightings x study.lambdas x study.seeds; each runs the module the spt
+    arm's stage runs, with --weighting and --lambda, declares the same params and writes the paths the code names."""
+    stages = dvc_stages()
+    setting = paths.SweepSetting("${item.weighting}", "${item.lambda}")
+    run = paths.study_run_name("spt", "${item.seed}", setting)
+    assert run == "spt-${item.weighting}-l${item.lambda}-${item.seed}"
+    for stage, module in SWEEP.items():
+        spec, arm = stages[stage], stages[paths.dvc_stage(module, "spt")]
+        assert paths.dvc_stage(module, "spt", sweep=True) == stage
+        # in this order: DVC names each stage by the values in matrix order (paths.dvc_stage_instance)
+        assert list(spec["matrix"].items()) == [("weighting", "${study.weightings}"), ("lambda", "${study.lambdas}"),
+                                                ("seed", "${study.seeds}")]
+        assert spec["cmd"] == (f"{launcher(module)} -m stages.{module} --variant spt --seed ${{item.seed}} "
+                               "--weighting ${item.weighting} --lambda ${item.lambda}")
+        assert spec["params"] == arm["params"]  # the spt arm's own params: nothing reads study.lambdas
+        assert spec["deps"][:3] == arm["deps"][:3]
+        assert [out if isinstance(out, str) else next(iter(out)) for out in spec["outs"]] == \
+            [name.replace("${item.variant}-${item.seed}", run) for name in names(arm["outs"])]
+        assert [out for out in spec["outs"] if isinstance(out, dict)] == \
+            [{name.replace("${item.variant}-${item.seed}", run): value for name, value in out.items()}
+             for out in arm["outs"] if isinstance(out, dict)]
+    assert str(paths.model_dir("pretrain_sup", run)) in stages["study_sweep_finetune"]["deps"]
+    assert str(paths.model_dir("finetune", run)) in stages["study_sweep_evaluate"]["deps"]
+    assert paths.dvc_stage_instance("pretrain_sup", "spt", 42, paths.SweepSetting("normalized", 2)) == \
+        "study_sweep_pretrain@normalized-2-42"
+    assert paths.dvc_stage_instance("pretrain_sup", "tapt", 42) == "study_pretrain@tapt-42"
+    # compare declares the spt arm's own setting (a candidate) besides the study section
+    assert {"study", "pretrain_sup.weighting", "pretrain_sup.lambda"} <= set(stages["compare"]["params"])
+
+
+def test_sweep_run_names_are_path_safe_and_never_an_arms():
+    import re
+
+    from stages.common.config import WEIGHTINGS
+
+    names_ = {paths.study_run_name("spt", 42, paths.SweepSetting(weighting, lambda_))
+              for weighting in WEIGHTINGS for lambda_ in (2, 2.0, 0.3, 1e-05, 1.5e20)}
+    assert "spt-normalized-l2-42" in names_ and "spt-normalized-l2.0-42" in names_
+    assert all(re.fullmatch(r"[A-Za-z0-9_.+-]+", name) for name in names_)
+    arms = {paths.study_run_name(arm, 42) for arm in paths.STUDY_VARIANTS} | set(paths.FLOOR_ARMS)
+    assert not names_ & arms and len(names_) == 4 * 5

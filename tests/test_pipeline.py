@@ -210,3 +210,51 @@ def test_compare_reports_every_arm_with_intervals(repo):
     spt_rows = [row for row in rows if row["variant"] == "spt"]
     assert spt_rows[0]["finetune_step"] == "0"  # validated before finetuning
     assert int(spt_rows[0]["step"]) == 6 and int(spt_rows[0]["flops"]) == int(spt_pretraining["flops"])
+
+
+def test_a_lambda_sweep_is_chosen_on_validation(own_repo):
+    """study.weightings x study.lambdas: the sweep's stages train the spt arm with each setting, and compare picks
+    the best validation macro-F1 before it reads any test output (of the winner's only)."""
+    params = yaml.safe_load((own_repo / "params.yaml").read_text())
+    assert (params["pretrain_sup"]["weighting"], params["pretrain_sup"]["lambda"]) == ("fixed", 1.0)
+    params["study"].update(weightings=["fixed"], lambdas=[0.5, 1.0])  # fixed x 1.0 is the spt arm's own setting
+    (own_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = ran_stages(run_command(own_repo, "dvc", "repro").stdout)
+    sweep = [f"study_sweep_{kind}@fixed-{value}-7" for kind in ("pretrain", "finetune", "evaluate")
+             for value in ("0.5", "1.0")]
+    assert sorted(ran) == sorted([*sweep, "compare"])  # nothing but the sweep and compare: no arm reads study.*
+    for stage in ("pretrain_sup", "finetune"):  # the spt arm's own setting (seed 7: the main chain's run), copied
+        assert (own_repo / f"models/study/spt-fixed-l1.0-7/{stage}/model.safetensors").read_bytes() == \
+            (own_repo / f"models/study/spt-7/{stage}/model.safetensors").read_bytes()
+    swept = json.loads((own_repo / "metrics/study/spt-fixed-l0.5-7/pretrain_sup.json").read_text())
+    assert swept["lambda_last"] < 0.5 and swept["steps"] == 6  # linear decay from the swept lambda
+
+    summary = json.loads((own_repo / "metrics/compare.json").read_text())
+    selection = summary["selection"]
+    validation = [json.loads((own_repo / f"metrics/study/{run}/finetune.json").read_text())["val_macro_f1"]
+                  for run in ("spt-7", "spt-fixed-l0.5-7")]
+    assert [(c["weighting"], c["lambda"], c["spt_arm"], c["val_macro_f1_mean"]) for c in selection["candidates"]] == \
+        [("fixed", 1.0, True, validation[0]), ("fixed", 0.5, False, validation[1])]
+    winner, loser = ("spt-7", "spt-fixed-l0.5-7") if validation[0] >= validation[1] else ("spt-fixed-l0.5-7", "spt-7")
+    assert selection["chosen"]["runs"] == [winner]
+    test = json.loads((own_repo / f"metrics/study/{winner}/evaluate.json").read_text())
+    assert summary["variants"]["spt"]["accuracy_mean"] == pytest.approx(test["accuracy"])
+    report = (own_repo / "reports/compare.md").read_text()
+    assert "## Choosing the weighting and λ on validation" in report
+    assert "| fixed (spt arm) | 1 |" in report and "| fixed | 0.5 |" in report and "**chosen**" in report
+
+    _, runs = mlflow_runs(own_repo)
+    trained = [r for r in runs if r.data.tags.get("study_run") == "spt-fixed-l0.5-7"]
+    assert sorted(r.data.tags["stage"] for r in trained) == ["evaluate", "finetune", "pretrain_sup"]
+    assert all((r.data.tags["weighting"], r.data.tags["lambda"]) == ("fixed", "0.5") for r in trained)
+    compare_run = next(r for r in runs if r.info.run_name == "compare")
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == compare_run.info.run_id]
+    assert sorted((r.data.params["weighting"], r.data.params["lambda"], r.data.tags["chosen"]) for r in children) == \
+        sorted([("fixed", "1.0", str(winner == "spt-7").lower()), ("fixed", "0.5", str(winner != "spt-7").lower())])
+
+    # compare never opens a losing candidate's test outputs: without them it writes the same
+    (own_repo / f"metrics/study/{loser}/evaluate.json").unlink()
+    shutil.rmtree(own_repo / f"plots/study/{loser}/evaluate")
+    run_command(own_repo, "python", "-m", "stages.compare")
+    assert json.loads((own_repo / "metrics/compare.json").read_text()) == summary
+    assert (own_repo / "reports/compare.md").read_text() == report

@@ -9,12 +9,13 @@ file at once and raises :class:`ConfigError` listing every problem with its key,
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -41,6 +42,9 @@ SHELL_OPERATORS = set(";&|<>`()\n")  # $VAR stays allowed: multi-node flags use 
 PositiveInt = Annotated[int, Field(gt=0)]
 ScratchArchitecture = Literal["bert", "roberta", "xlm-roberta", "deberta-v2", "electra", "distilbert", "modernbert"]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+# pretrain_sup.weighting: how L_mlm and L_supervised are weighed (stages/common/losses.py); study.weightings sweeps it
+Weighting = Literal["fixed", "normalized", "uncertainty", "gradcos"]
+WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 
 
 HUB_DATASET_SYNTAX = "hf:REPO[@REVISION][:CONFIG][:SPLIT]"
@@ -294,7 +298,7 @@ class PretrainSupConfig(TrainingConfig):
     supervised_input: Literal["clean", "masked"] = Field(
         "clean", description="what the classifier reads: the unmasked text (a second encoder pass, as in "
         "finetuning and test) or the masked text that L_mlm reads (one pass, cheaper)")
-    weighting: Literal["fixed", "normalized", "uncertainty", "gradcos"] = Field(
+    weighting: Weighting = Field(
         "normalized", description="how L_mlm and L_supervised are weighed (stages/common/losses.py); lambda(t) "
         "multiplies the supervised term in every mode, and lambda(t) = 0 is plain masked-LM in every mode")
     uncertainty_learning_rate: Annotated[float, Field(gt=0, lt=10)] = Field(
@@ -306,6 +310,16 @@ class PretrainSupConfig(TrainingConfig):
         if self.lambda_schedule != "constant" and self.lambda_min > self.lambda_:
             raise ValueError(f"lambda_min ({self.lambda_min}) must not exceed lambda ({self.lambda_})")
         return self
+
+    def swept(self, weighting: str, lambda_: float) -> PretrainSupConfig:
+        """This section with ``weighting`` and ``lambda`` replaced (a setting of the sweep), validated again."""
+        try:
+            return PretrainSupConfig.model_validate({**section_dict(self), "weighting": weighting,
+                                                     "lambda": float(lambda_)})
+        except ValidationError as err:
+            problems = "; ".join(_describe(error) for error in err.errors())
+            raise ConfigError(f"--weighting {weighting} --lambda {lambda_} with params.yaml's pretrain_sup: "
+                              f"{problems}; choose another setting (study.weightings, study.lambdas)") from None
 
 
 class FinetuneConfig(TrainingConfig):
@@ -366,7 +380,31 @@ class StudyConfig(Section):
         description="the standard recipe given SPT's pretraining compute, in examples (baseline_matched) and/or "
         "in FLOPs (baseline_flops); spt, tapt and baseline always run")
 
-    _distinct = field_validator("seeds", "matched_baselines")(distinct_values)
+    weightings: list[Weighting] = Field(
+        default_factory=list,
+        description="the sweep's weighting axis (with study.lambdas): every pair of study.weightings x study.lambdas "
+        "trains as the spt arm does, with pretrain_sup's weighting and lambda replaced, for every seed; compare "
+        "keeps the best mean validation macro-F1 (pretrain_sup's own setting is always a candidate) as spt. "
+        "[] with lambdas []: no sweep")
+    lambdas: list[int | float] = Field(
+        default_factory=list,
+        description="the sweep's lambda axis (with study.weightings): distinct positive numbers; [] with "
+        "weightings []: no sweep")
+
+    _distinct = field_validator("seeds", "matched_baselines", "weightings", "lambdas")(distinct_values)
+
+    @field_validator("lambdas", mode="before")
+    @classmethod
+    def _positive_numbers(cls, values: Any) -> Any:
+        if not isinstance(values, list):
+            return values  # the type check names the problem
+        bad = [value for value in values if isinstance(value, bool) or not isinstance(value, (int, float))
+               or not math.isfinite(value) or value <= 0]
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))} {'is' if len(bad) == 1 else 'are'} not a positive number; "
+                             "every lambda of the sweep weighs L_supervised (lambda = 0 is the tapt arm), written as "
+                             "a number, e.g. [0.3, 1, 3]")
+        return values
 
 
 class RuntimeConfig(Section):
@@ -413,6 +451,28 @@ class Params(Section):
     study: StudyConfig = Field(default_factory=StudyConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _sweep(self) -> Params:
+        """The sweep's two axes go together, and no lambda of it lies below the lambda_min a schedule decays to
+        (the stage checks each setting again: PretrainSupConfig.swept)."""
+        study, sup = self.study, self.pretrain_sup
+        if bool(study.weightings) != bool(study.lambdas):
+            given, missing = ("lambdas", "weightings") if study.lambdas else ("weightings", "lambdas")
+            own = sup.weighting if missing == "weightings" else f"{sup.lambda_:g}"
+            raise ValueError(
+                f"study.{given} = {getattr(study, given)} but study.{missing} is empty: the sweep trains every pair of "
+                "study.weightings x study.lambdas (one DVC matrix), and with an empty axis there is no pair, so "
+                f"nothing would be swept. To sweep {given} alone, give study.{missing} pretrain_sup's own value: "
+                f"-S 'study.{missing}=[{own}]' (or set both to [] for no sweep)")
+        if sup.lambda_schedule != "constant":
+            low = [value for value in study.lambdas if value < sup.lambda_min]
+            if low:
+                verb = "is" if len(low) == 1 else "are"
+                raise ValueError(f"study.lambdas = {study.lambdas}: {', '.join(map(str, low))} {verb} below "
+                                 f"pretrain_sup.lambda_min ({sup.lambda_min}), which {sup.lambda_schedule} decays "
+                                 "lambda towards; raise those lambdas or lower pretrain_sup.lambda_min")
+        return self
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -486,6 +546,8 @@ def section_dict(section: BaseModel) -> dict[str, Any]:
 
 def _describe(error: dict[str, Any]) -> str:
     key = ".".join(str(part) for part in error["loc"])
+    if not key:  # a check across sections (Params): the message names its keys
+        return error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         known = _known_keys(error["loc"][:-1])
         hint = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)

@@ -102,14 +102,16 @@ def confusion_matrix(matrix: list[list[int]], labels: list[str], title: str, pat
     return path
 
 
-def study_curves(runs: dict[str, list[dict]], path: Path) -> Path:
+def study_curves(runs: dict[str, list[dict]], path: Path, selection: dict | None = None) -> Path:
     """Validation macro-F1 against cumulative training FLOPs and steps (pretraining included), all arms.
 
-    One line per arm and seed; an arm that pretrains starts where its pretraining ended. Written
-    without a software version in the PNG, so the same data gives the same bytes.
+    One line per arm and seed; an arm that pretrains starts where its pretraining ended. With
+    ``selection`` (compare's choice among the sweep's settings) a third panel shows each candidate's
+    validation macro-F1 against lambda (:func:`sweep_panel`). Written without a software version in
+    the PNG, so the same data gives the same bytes.
     """
-    figure = Figure(figsize=(12, 4.5))
-    axes = figure.subplots(1, 2, sharey=True)
+    figure = Figure(figsize=(18 if selection else 12, 4.5))
+    axes = figure.subplots(1, 3 if selection else 2, sharey=True)
     for variant, variant_runs in runs.items():
         color = f"C{STUDY_VARIANTS.index(variant)}"  # an arm keeps its colour whichever arms ran
         for index, run in enumerate(variant_runs):
@@ -125,7 +127,35 @@ def study_curves(runs: dict[str, list[dict]], path: Path) -> Path:
     for axis in axes:
         axis.grid(alpha=0.3)
     axes[1].legend(loc="lower right")
+    if selection:
+        sweep_panel(axes[2], selection)
     figure.suptitle("Validation during finetuning, placed after each arm's pretraining (dotted: end of pretraining)")
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
     return path
+
+
+def sweep_panel(axis, selection: dict) -> None:
+    """The sweep: each candidate's mean validation macro-F1 over seeds (bars: std) against lambda, one line
+    per weighting; a square marks the spt arm's own setting, a ring the chosen one. Log x when lambda varies."""
+    from stages.common.config import WEIGHTINGS
+
+    candidates = selection["candidates"]
+    for weighting in dict.fromkeys(row["weighting"] for row in candidates):
+        points = sorted((row for row in candidates if row["weighting"] == weighting), key=lambda row: row["lambda"])
+        color = f"C{len(STUDY_VARIANTS) + WEIGHTINGS.index(weighting)}"  # not an arm's colour
+        axis.errorbar([row["lambda"] for row in points], [row["val_macro_f1_mean"] for row in points],
+                      yerr=[row["val_macro_f1_std"] or 0.0 for row in points], color=color, marker="o", capsize=3,
+                      label=weighting)
+    for key, style in (("spt_arm", {"marker": "s", "s": 110, "label": "the spt arm's own setting"}),
+                       ("chosen", {"marker": "o", "s": 260, "label": "chosen"})):
+        row = next(row for row in candidates if row[key])
+        axis.scatter([row["lambda"]], [row["val_macro_f1_mean"]], facecolors="none", edgecolors="black", **style)
+    lambdas = sorted({row["lambda"] for row in candidates})
+    if len(lambdas) > 1:
+        axis.set_xscale("log")
+    axis.set_xticks(lambdas, [f"{value:g}" for value in lambdas])  # the values swept, as written
+    axis.minorticks_off()
+    axis.set_xlabel("λ (pretrain_sup.lambda)")
+    axis.set_title("the sweep: best validation macro-F1 of finetuning, mean ± std over seeds", fontsize="medium")
+    axis.legend(loc="lower right", fontsize="small")

@@ -1,9 +1,10 @@
 """Every path a stage reads or writes, declared once (tests check dvc.yaml against these).
 
 ``run`` names a study run (``<variant>-<seed>``, see stages/compare.py; a floor, which has no seed, is
-named ``<variant>``); the main chain has none.
+named ``<variant>``; a setting of the sweep ``spt-<weighting>-l<lambda>-<seed>``); the main chain has none.
 """
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -41,8 +42,35 @@ def study_arms(matched_baselines: list[str]) -> list[str]:
 FLOOR_ARMS = ("tfidf", "embeddings")
 
 
-def study_run_name(variant: str, seed: int | None) -> str:
-    """``<variant>-<seed>``; a floor (no seed) is ``<variant>``."""
+# The sweep (study.weightings x study.lambdas; compare chooses one setting on validation): the spt arm's
+# pretrain_sup with its weighting and lambda replaced, then finetune and evaluate, per seed.
+SWEEP_STAGES = {"pretrain_sup": "study_sweep_pretrain", "finetune": "study_sweep_finetune",
+                "evaluate": "study_sweep_evaluate"}
+
+
+@dataclass(frozen=True)
+class SweepSetting:
+    """One setting of the sweep: the weighting and lambda that replace pretrain_sup's own in the spt arm.
+
+    ``lambda_`` keeps the type params.yaml gave it (``1`` or ``1.0``): run names are written with
+    ``str``, as dvc.yaml interpolates ``${item.lambda}``, so the code and dvc.yaml name the same paths.
+    Settings compare by value (``1 == 1.0``).
+    """
+
+    weighting: str
+    lambda_: int | float
+
+    @property
+    def tag(self) -> str:
+        """``<weighting>-l<lambda>``, e.g. ``normalized-l2``: path-safe (weightings are words, lambda a number)."""
+        return f"{self.weighting}-l{self.lambda_}"
+
+
+def study_run_name(variant: str, seed: int | None, setting: SweepSetting | None = None) -> str:
+    """``<variant>-<seed>``; a floor (no seed) is ``<variant>``; a setting of the sweep is
+    ``<variant>-<weighting>-l<lambda>-<seed>`` (never an arm's name: no arm or floor is called after a weighting)."""
+    if setting is not None:
+        return f"{variant}-{setting.tag}-{seed}"
     return variant if seed is None else f"{variant}-{seed}"
 
 
@@ -83,9 +111,20 @@ def study_variants(module: str) -> list[str]:
     return [variant for (name, variant) in STUDY_STAGES if name == module]
 
 
-def dvc_stage(module: str, variant: str | None = None) -> str:
-    """The dvc.yaml stage that runs ``stages.<module>`` (as ``variant``, for a study run)."""
+def dvc_stage(module: str, variant: str | None = None, sweep: bool = False) -> str:
+    """The dvc.yaml stage that runs ``stages.<module>`` (as ``variant``, for a study run; ``sweep``: a setting
+    of the sweep, always the spt arm)."""
+    if sweep:
+        return SWEEP_STAGES[module]
     return module if variant is None else STUDY_STAGES[(module, variant)]
+
+
+def dvc_stage_instance(module: str, variant: str, seed: int, setting: SweepSetting | None = None) -> str:
+    """The name DVC gives one study run's matrix stage, e.g. ``study_pretrain@spt-42`` or
+    ``study_sweep_pretrain@normalized-2-42`` (the matrix keys' values, in dvc.yaml's order)."""
+    if setting is None:
+        return f"{dvc_stage(module, variant)}@{study_run_name(variant, seed)}"
+    return f"{dvc_stage(module, variant, sweep=True)}@{setting.weighting}-{setting.lambda_}-{seed}"
 
 
 def declared_params(stage: str) -> list[str]:

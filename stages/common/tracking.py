@@ -165,6 +165,26 @@ class Tracker:
             with contextlib.suppress(Exception):
                 _mlflow().end_run(status)
 
+    def log_child_run(self, name: str, params: dict[str, Any], metrics: dict[str, float | None],
+                      tags: dict[str, str]) -> None:
+        """A run nested under this stage's run, started, logged and ended at once (compare logs one per
+        candidate of its choice). Nothing when tracking is off."""
+
+        def log() -> None:
+            mlflow = _mlflow()
+            stage_run = mlflow.active_run().info
+            client = mlflow.MlflowClient()
+            child = client.create_run(stage_run.experiment_id, run_name=name,
+                                      tags={"mlflow.parentRunId": stage_run.run_id, **tags})
+            now = int(time.time() * 1000)
+            client.log_batch(child.info.run_id,
+                             metrics=[mlflow.entities.Metric(key, float(value), now, 0)
+                                      for key, value in metrics.items() if value is not None],
+                             params=[mlflow.entities.Param(key, str(value)) for key, value in params.items()])
+            client.set_terminated(child.info.run_id)
+
+        self.guard("log_child_run", log)
+
     def log_to_parent(self, metrics: dict[str, float]) -> None:
         """Final metrics of the pipeline on its parent run, to compare whole pipelines side by side."""
 
@@ -178,6 +198,12 @@ class Tracker:
                     for key, value in metrics.items() if value is not None])
 
         self.guard("log_to_parent", log)
+
+
+def sweep_tags(setting: paths.SweepSetting | None) -> dict[str, str]:
+    """The tags of a run of a setting of the sweep: its weighting and lambda (none for other runs). Lambda as a
+    float, as pretrain_sup tags every run with the lambda it trained with (``2`` and ``2.0`` tag alike)."""
+    return {} if setting is None else {"weighting": setting.weighting, "lambda": str(float(setting.lambda_))}
 
 
 def _mlflow() -> Any:

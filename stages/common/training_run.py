@@ -83,26 +83,36 @@ def finish_training(run: TrainingRun, trainer: Any, tokenizer: Any, metrics: dic
                                            if isinstance(value, (int, float))}})
 
 
-def reuse_main_chain(run: TrainingRun) -> bool:
+def reuse_identical_run(run: TrainingRun, twins: tuple[str, ...] = ()) -> bool:
     """A study run identical to the main chain's run of its stage (same params, seed and inputs, so the
-    same fingerprint) copies the main chain's outputs instead of training again. True if it did.
+    same fingerprint) copies the main chain's outputs instead of training again; so does one identical to
+    a study run named in ``twins`` that is already there (a setting of the sweep equal to the spt arm's
+    own is the spt arm's run). True if it copied.
 
     Under torchrun every process decides the same; only rank 0 copies.
     """
-    provenance = paths.model_dir(run.stage) / PROVENANCE_FILE
-    if run.study_run is None or not provenance.is_file() or \
-            json.loads(provenance.read_text()).get("fingerprint") != run.fingerprint:
+    if run.study_run is None:
+        return False
+    for source in (None, *twins):  # None: the main chain
+        if _fingerprint(paths.model_dir(run.stage, source)) == run.fingerprint:
+            break
+    else:
         return False
     if is_main_process():
-        for source, target in ((paths.model_dir(run.stage), paths.model_dir(run.stage, run.study_run)),
-                               (paths.plots_dir(run.stage), paths.plots_dir(run.stage, run.study_run))):
-            with atomic_output(target) as staging:
-                shutil.copytree(source, staging)
+        for kind in (paths.model_dir, paths.plots_dir):
+            with atomic_output(kind(run.stage, run.study_run)) as staging:
+                shutil.copytree(kind(run.stage, source), staging)
         with atomic_output(paths.metrics_file(run.stage, run.study_run)) as staging:
-            shutil.copyfile(paths.metrics_file(run.stage), staging)
-        if paths.timing_file(run.stage).is_file():  # what the copied run took
+            shutil.copyfile(paths.metrics_file(run.stage, source), staging)
+        if paths.timing_file(run.stage, source).is_file():  # what the copied run took
             with atomic_output(paths.timing_file(run.stage, run.study_run)) as staging:
-                shutil.copyfile(paths.timing_file(run.stage), staging)
+                shutil.copyfile(paths.timing_file(run.stage, source), staging)
         resumable_checkpoint(run.checkpoints, run.fingerprint)  # as a trained run leaves it
-        run.tracker.set_tags({"reused_from": str(paths.model_dir(run.stage))})
+        run.tracker.set_tags({"reused_from": str(paths.model_dir(run.stage, source))})
     return True
+
+
+def _fingerprint(model_dir: Path) -> str | None:
+    """The fingerprint a training stage recorded in its checkpoint's provenance; None if there is none."""
+    provenance = model_dir / PROVENANCE_FILE
+    return json.loads(provenance.read_text()).get("fingerprint") if provenance.is_file() else None
