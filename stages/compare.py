@@ -158,6 +158,14 @@ def read_floor(variant: str) -> dict:
     return {"scores": scores, "actual": [r["actual"] for r in rows], "predicted": [r["predicted"] for r in rows]}
 
 
+def not_learning(run: dict) -> bool:
+    """Finetuning never beat its first validation (step 0): for an arm whose classifier head starts
+    untrained (tapt and the baselines) the run did not learn within its steps, e.g. stuck predicting
+    the majority class, and a comparison with it measures the budget rather than the recipe."""
+    scores = run["val_macro_f1"]
+    return len(scores) > 1 and max(scores[1:]) <= scores[0]
+
+
 def spread(values: list[float]) -> float | None:
     """Standard deviation over seeds; None for one seed (no spread is shown where there is none)."""
     return float(np.std(values, ddof=1)) if len(values) > 1 else None
@@ -198,6 +206,7 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int, f
             "finetune_steps": float(np.mean([r["finetune_steps"] for r in arm_runs])),
             "training_flops": float(np.mean([r["pretraining_flops"] + r["finetune_flops"] for r in arm_runs])),
             "target_reached": f"{len(hits)}/{len(arm_runs)}",
+            "seeds_not_learning": [s for s, r in zip(seeds, arm_runs) if variant != "spt" and not_learning(r)],
             "steps_to_target_finetune": interval([r["steps"][i] for r, i in hits]),
             "steps_to_target_total": interval([r["total_steps"][i] for r, i in hits]),
             "flops_to_target_total": interval([r["total_flops"][i] for r, i in hits]),
@@ -229,7 +238,12 @@ FLOOR_NAMES = {"tfidf": "the TF-IDF + logistic regression floor (no pretraining)
 
 def verdicts(summary: dict) -> list[str]:
     """Plain sentences: which claims hold on this data and which do not."""
-    lines = []
+    stalled = [f"{arm} (seed {', '.join(map(str, row['seeds_not_learning']))})"
+               for arm, row in summary["variants"].items() if row["seeds_not_learning"]]
+    lines = [f"**Not a fair comparison yet:** finetuning never improved on its untrained start in "
+             f"{', '.join(stalled)}: no validation after step 0 beat step 0, so within these finetuning steps that "
+             "arm did not learn (e.g. it predicts the majority class), and a difference with it measures the budget, "
+             "not the recipe; raise finetune.max_steps."] if stalled else []
     compared = {**{arm: NAMES[arm] for arm in summary["variants"] if arm != "spt"},
                 **{floor: FLOOR_NAMES[floor] for floor in summary["floors"]
                    if f"spt_minus_{floor}" in summary["differences"]}}

@@ -75,3 +75,20 @@ def test_the_report_covers_the_arms_that_ran(matched):
     text = report(summary)
     for arm in {"baseline_matched", "baseline_flops"} - set(matched):
         assert f"| {arm} |" not in text
+
+
+def test_an_arm_that_did_not_learn_is_flagged():
+    """baseline's second seed never beat its step-0 validation (stuck on the plateau): the report says the
+    comparison is not fair yet; spt starting at its best (a pretrained head) is no such case."""
+    stuck = {**run(50), "val_macro_f1": [0.46, 0.37, 0.37]}
+    at_best_from_start = {**run(90), "val_macro_f1": [0.8, 0.7, 0.75]}
+    runs = {"spt": [at_best_from_start, run(90)], "tapt": [run(80), run(80)], "baseline": [run(80), stuck]}
+    summary = summarize(runs, [42, 43], STUDY, 0)
+    assert summary["variants"]["baseline"]["seeds_not_learning"] == [43]
+    assert summary["variants"]["spt"]["seeds_not_learning"] == []
+    assert summary["variants"]["tapt"]["seeds_not_learning"] == []
+    text = report(summary)
+    assert ("**Not a fair comparison yet:** finetuning never improved on its untrained start in baseline "
+            "(seed 43)") in text
+    healthy = report(summarize({arm: [run(80)] for arm in ("spt", "tapt", "baseline")}, [1], STUDY, 0))
+    assert "Not a fair comparison" not in healthy
