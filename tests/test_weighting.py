@@ -16,7 +16,7 @@ from transformers import (
 )
 
 from stages.common.config import PretrainSupConfig, RuntimeConfig
-from stages.common.losses import gradcos_gradient, gradient_agreement
+from stages.common.losses import gradcos_gradient, gradient_agreement, uncertainty_loss
 from stages.common.model import BertForSupervisedPretraining
 from stages.common.runtime import training_arguments
 from stages.common.trainers import JointLossTrainer
@@ -167,6 +167,11 @@ def test_uncertainty_weights_train_in_their_own_group_and_stay_out_of_the_saved_
     # log-variances' gradient (about L - 1/2, which would dominate it and its clipping)
     assert logged[0]["grad_norm"] == pytest.approx(fixed.state.log_history[0]["grad_norm"], rel=1e-6)
     assert not hasattr(trainer.model, "loss_weighting")
+    # pretrain_sup validates after training: the loss then weighs with the learned values
+    inputs = batch()
+    outputs = trainer.model.eval()(**inputs)
+    expected = uncertainty_loss(outputs.mlm_loss, outputs.cls_loss, 1.0, torch.tensor(trainer.learned_log_variance))
+    assert torch.equal(trainer.compute_loss(trainer.model, inputs), expected)
     trainer.model.save_pretrained(tmp_path / "saved")
     with safe_open(str(tmp_path / "saved" / "model.safetensors"), framework="pt") as saved:
         assert not any("loss_weighting" in key for key in saved.keys())

@@ -250,7 +250,10 @@ class JointLossTrainer(StageTrainer):
         if weighting == "normalized":
             lam = normalized_lambda(lam, self.model.config.vocab_size, self.model.config.num_labels)
         if weighting == "uncertainty":
-            log_variance = self._uncertainty().log_variance
+            weights = self._uncertainty()
+            # after train() the module is gone (it is not part of the saved model): the learned values remain
+            log_variance = (weights.log_variance if weights is not None else
+                            torch.tensor(self.learned_log_variance, device=mlm_loss.device))
             return (uncertainty_loss(mlm_loss, cls_loss, lam, log_variance),
                     uncertainty_weights(lam, log_variance))
         return joint_loss(mlm_loss, cls_loss, lam), (1.0, lam)  # fixed, normalized; gradcos: gated later
