@@ -175,3 +175,11 @@ def test_logging_datasets_with_tracking_off_does_nothing(store):
         tracker.active = False  # as after a failure: warned once, then quiet
         tracker.log_datasets("reviews", "ab" * 32, {"test": 5})
     assert client.get_run(run_id).inputs.dataset_inputs == []
+
+
+def test_list_metrics_reach_mlflow_as_one_metric_per_element():
+    """pretrain_sup's learned_log_variance is a list; MLflow refused it and switched tracking off."""
+    from stages.common.training_run import scalar_metrics
+
+    assert scalar_metrics({"steps": 50, "flops": 1.5e12, "learned_log_variance": [1.9, -0.4], "note": "x"}) == {
+        "steps": 50, "flops": 1.5e12, "learned_log_variance_0": 1.9, "learned_log_variance_1": -0.4}

@@ -79,8 +79,20 @@ def finish_training(run: TrainingRun, trainer: Any, tokenizer: Any, metrics: dic
         write_json(paths.timing_file(run.stage, run.study_run),
                    {key: run_metrics[key] for key in ("train_runtime", "train_samples_per_second", "world_size")
                     if key in run_metrics})
-    run.tracker.log_metrics({**metrics, **{key: value for key, value in run_metrics.items()
-                                           if isinstance(value, (int, float))}})
+    run.tracker.log_metrics(scalar_metrics({**metrics, **{key: value for key, value in run_metrics.items()
+                                                          if isinstance(value, (int, float))}}))
+
+
+def scalar_metrics(values: dict) -> dict:
+    """MLflow takes numbers only: a list (e.g. learned_log_variance) becomes one metric per element,
+    key_0, key_1, ...; anything else that is no number is left out."""
+    scalars = {}
+    for key, value in values.items():
+        if isinstance(value, (list, tuple)):
+            scalars.update({f"{key}_{i}": item for i, item in enumerate(value) if isinstance(item, (int, float))})
+        elif isinstance(value, (int, float)):
+            scalars[key] = value
+    return scalars
 
 
 def reuse_identical_run(run: TrainingRun, twins: tuple[str, ...] = ()) -> bool:
