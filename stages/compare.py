@@ -8,8 +8,12 @@ Reads:  for every arm and seed of the study, metrics/study/<arm>-<seed>/evaluate
         With a sweep (study.weightings x study.lambdas), first metrics/study/<run>/finetune.json of every
         candidate setting and seed (the best validation macro-F1), and nothing else of them; the chosen
         setting's runs are then read as spt's above. No test output of another candidate is opened.
+        With a label-budget curve (study.n_per_class), the same files of every arm's and floor's run per
+        budget and seed (<variant>-n<budget>-<seed>); reports/prepare.json (training labels per class).
 Writes: metrics/compare.json, reports/compare.md, reports/compare.png (the curves; with a sweep, a panel
-        of validation macro-F1 against lambda), plots/compare/validation_macro_f1.csv.
+        of validation macro-F1 against lambda), reports/label_budget.png (test accuracy against labels per
+        class, every arm and floor, and SPT minus the best other; the full set alone without budgets),
+        plots/compare/validation_macro_f1.csv.
 Params: seed, study, floors.variants (the floors to report), pretrain_sup.weighting and
         pretrain_sup.lambda (the spt arm's own setting: always a candidate of the sweep).
 
@@ -30,6 +34,11 @@ setting (pretrain_sup.weighting, pretrain_sup.lambda) and every other pair, each
 arm is, per seed. The one with the highest mean over seeds of finetune's best validation macro-F1
 wins (ties: the spt arm's own setting, then the order listed) and its runs stand in as spt everywhere
 in the report. The choice is made, and written down, before any test output is read.
+
+The label-budget curve (study.n_per_class, study_budget_*): per budget, the arms and floors trained on
+that many labels per class (pretrain_sup's own setting: the sweep does not run per budget), then the full
+set (the study's runs). Per point: each one's test accuracy and macro-F1 with hierarchical intervals, the
+best other arm or floor by validation macro-F1 (mean over seeds) and SPT minus it, and SPT minus each.
 """
 
 from __future__ import annotations
@@ -138,15 +147,15 @@ def read_run(run: str, pretrained: bool) -> dict:
     flops = [float(r["flops"]) for r in curve]
     return {"scores": scores, "actual": [r["actual"] for r in rows], "predicted": [r["predicted"] for r in rows],
             "steps": steps, "val_macro_f1": [float(r["eval_macro_f1"]) for r in curve],
+            "val_best": float(finetune["val_macro_f1"]),  # the checkpoint finetuning kept
             "pretraining_steps": int(pretraining["steps"]), "pretraining_flops": float(pretraining["flops"]),
             "finetune_steps": int(finetune["steps"]), "finetune_flops": float(finetune["flops"]),
             "total_steps": [int(pretraining["steps"]) + s for s in steps],
             "total_flops": [float(pretraining["flops"]) + f for f in flops]}
 
 
-def read_floor(variant: str) -> dict:
-    """A floor's test predictions and scores, or {"skipped": why} when it did not run."""
-    run = paths.study_run_name(variant, None)
+def read_floor(run: str) -> dict:
+    """A floor run's test predictions and scores, or {"skipped": why} when it did not run."""
     try:
         scores = json.loads(paths.metrics_file("evaluate", run).read_text())
         if "skipped" in scores:
@@ -331,6 +340,8 @@ def report(summary: dict) -> str:
               f"arm are in `{TIMINGS.name}` beside this report (not a DVC output: they vary) and in MLflow.", ""]
     if "selection" in summary:
         lines += selection_report(summary)
+    if "label_budget" in summary:
+        lines += budget_report(summary["label_budget"])
     return "\n".join(lines)
 
 
@@ -381,6 +392,128 @@ def selection_report(summary: dict) -> list[str]:
     return lines
 
 
+BUDGET_FIGURE = Path("reports/label_budget.png")
+BUDGET_TITLE = "Scarce labels: test accuracy against labels per class"
+
+
+def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], n_per_class: int | None,
+                 labels_per_class: float, study, seed: int) -> dict:
+    """One point of the label-budget curve: every arm's and floor's test scores with hierarchical intervals, the
+    best other arm or floor chosen on validation (finetune's best validation macro-F1, mean over seeds; a floor's
+    at its chosen C) and SPT minus each other, SPT minus the best other first. ``n_per_class`` None: the full set."""
+    from stages.common.stats import hierarchical_bootstrap, score_interval
+
+    names = sorted(set(runs["spt"][0]["actual"]))
+    index = {name: i for i, name in enumerate(names)}
+    actual = np.array([index[a] for a in runs["spt"][0]["actual"]])
+    predictions, validation = {}, {}
+    for arm, arm_runs in runs.items():
+        predictions[arm] = np.array([[index[p] for p in r["predicted"]] for r in arm_runs])
+        validation[arm] = seed_mean([r["val_best"] for r in arm_runs])
+    for floor, floor_runs in floors.items():
+        if any("skipped" in r for r in floor_runs):
+            continue
+        if any(r["actual"] != runs["spt"][0]["actual"] for r in floor_runs):
+            raise StudyError(f"floor {floor} was scored on other test examples than the study's arms; run `dvc repro`")
+        predictions[floor] = np.array([[index[p] for p in r["predicted"]] for r in floor_runs])
+        validation[floor] = seed_mean([r["scores"]["validation_macro_f1"][f"{r['scores']['c']:g}"] for r in floor_runs])
+    others = [name for name in predictions if name != "spt"]
+    best = max(others, key=lambda name: validation[name])  # ties: the first listed (max keeps the first)
+
+    def versus(other: str) -> dict:
+        return hierarchical_bootstrap(actual, predictions["spt"], predictions[other], len(names),
+                                      study.bootstrap_samples, seed, VERDICT_LEVEL)
+
+    return {"n_per_class": n_per_class, "labels_per_class": labels_per_class,
+            "scores": {name: {**score_interval(actual, predictions[name], len(names), study.bootstrap_samples, seed,
+                                               VERDICT_LEVEL), "val_macro_f1_mean": validation[name],
+                              "floor": name not in runs} for name in predictions},
+            "seeds_not_learning": {arm: [s for s, r in zip(study.seeds, arm_runs) if not_learning(r)]
+                                   for arm, arm_runs in runs.items() if arm != "spt"},
+            "best_other": best, "spt_minus_best_other": versus(best),
+            "differences": {f"spt_minus_{other}": versus(other) for other in others}}
+
+
+def label_budget(full: tuple[dict, dict], budgets: dict[int, tuple[dict, dict]], train_per_class: float, study,
+                 seed: int) -> dict:
+    """The label-budget curve (metrics/compare.json ``label_budget``): one :func:`budget_point` per budget of
+    study.n_per_class, smallest first, then the full set (the study's own runs, ``full``)."""
+    points = [budget_point(*budgets[n], n, float(n), study, seed) for n in sorted(budgets)]
+    points.append(budget_point(*full, None, train_per_class, study, seed))
+    return {"criterion": "best other: the arm or floor (spt aside) with the highest validation macro-F1, mean over "
+                         "seeds (finetune's kept checkpoint; a floor's at its chosen C); test scores are read after",
+            "true_few_shot": study.true_few_shot, "points": points}
+
+
+def _budget_name(point: dict) -> str:
+    return f"{point['n_per_class']}" if point["n_per_class"] is not None else \
+        f"all (≈{point['labels_per_class']:.0f})"
+
+
+def budget_verdicts(curve: dict) -> list[str]:
+    """Per budget: does SPT beat the best other arm or floor (chosen on validation), and every other one?"""
+    lines = []
+    for point in curve["points"]:
+        diff = point["spt_minus_best_other"]["accuracy"]
+        where = f"With {_budget_name(point)} labels per class"
+        interval = f"{diff['diff'] * 100:+.2f} points [{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}]"
+        beaten = [name for name, d in point["differences"].items() if d["accuracy"]["low"] > 0]
+        if diff["low"] > 0:
+            verdict = f"SPT is **more accurate** than the best other recipe on validation, {point['best_other']}"
+        elif diff["high"] < 0:
+            verdict = f"SPT is **less accurate** than the best other recipe on validation, {point['best_other']}"
+        else:
+            verdict = f"no difference is shown between SPT and the best other recipe on validation, " \
+                      f"{point['best_other']}"
+        others = len(point["differences"])
+        lines.append(f"{where}, {verdict}: {interval}; SPT beats {len(beaten)} of the {others} others "
+                     f"({', '.join(name.removeprefix('spt_minus_') for name in beaten) or 'none'}).")
+        stalled = [f"{arm} (seed {', '.join(map(str, seeds))})" for arm, seeds in point["seeds_not_learning"].items()
+                   if seeds]
+        if stalled:
+            lines.append(f"{where}, **not a fair comparison yet**: {', '.join(stalled)} never improved on step 0 "
+                         "of finetuning; raise finetune.max_steps.")
+    return lines
+
+
+def budget_report(curve: dict) -> list[str]:
+    """The report's section on the label-budget curve: one row per budget, every arm and floor."""
+    names = list(curve["points"][0]["scores"])
+    capped = "capped to the budget per class too (study.true_few_shot)" if curve["true_few_shot"] else \
+        "the full validation split (study.true_few_shot: false)"
+    lines = [f"## {BUDGET_TITLE}", "",
+             "For each budget of study.n_per_class, every arm and floor trained per seed on that many training labels "
+             "per class, drawn per seed (data/budgets/n<N>-<seed>); the other training texts stayed masked-LM text. "
+             f"Validation: {capped}. The last row is the full set: the study's runs above. Cells: test accuracy, "
+             "mean over seeds [95% hierarchical bootstrap interval: seeds, then test examples]. The best other "
+             "recipe is chosen on validation macro-F1, before its test score is read.", "",
+             f"| labels per class | {' | '.join(names)} | best other (validation) | SPT − best other |",
+             f"|---|{'---|' * len(names)}---|---|"]
+    for point in curve["points"]:
+        cells = []
+        for name in names:
+            score = point["scores"].get(name)
+            cells.append("–" if score is None else f"{score['accuracy']['mean'] * 100:.2f} "
+                         f"[{score['accuracy']['low'] * 100:.2f}, {score['accuracy']['high'] * 100:.2f}]")
+        diff = point["spt_minus_best_other"]["accuracy"]
+        lines.append(f"| {_budget_name(point)} | {' | '.join(cells)} | {point['best_other']} | "
+                     f"{diff['diff'] * 100:+.2f} [{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}] |")
+    lines += ["", *[f"- {line}" for line in budget_verdicts(curve)], "",
+              f"![test accuracy against labels per class]({BUDGET_FIGURE.name})", ""]
+    return lines
+
+
+def read_budget_runs(arms: list[str], floors: list[str], seeds: list[int], budget: int | None) -> tuple[dict, dict]:
+    """Every arm's runs (one per seed) and every floor's (one per seed; the full set's floors have none) of one
+    budget (None: the full set)."""
+    runs = {arm: [read_run(paths.study_run_name(arm, seed, budget=budget), arm in paths.PRETRAINED_ARMS)
+                  for seed in seeds] for arm in arms}
+    if budget is None:
+        return runs, {floor: [read_floor(paths.study_run_name(floor, None))] for floor in floors}
+    return runs, {floor: [read_floor(paths.study_run_name(floor, seed, budget=budget)) for seed in seeds]
+                  for floor in floors}
+
+
 def timings_report(arm_runs: dict[str, list[str]]) -> tuple[str, dict[str, float]]:
     """reports/timings.md: wall-clock training seconds per arm (mean over its runs, one per seed), from timings/.
 
@@ -420,7 +553,7 @@ def write_curves(runs: dict[str, list[dict]], seeds: list[int], directory: Path)
 
 
 def main(params) -> None:
-    from stages.common.figures import study_curves
+    from stages.common.figures import budget_curve, study_curves
     from stages.common.tracking import tracked_run
 
     study = params.study
@@ -435,8 +568,16 @@ def main(params) -> None:
             selection = selection_summary(candidates, study.seeds, scores, chosen)
             arm_runs["spt"] = [candidates[chosen].run(seed) for seed in study.seeds]
         runs = {arm: [read_run(run, arm in paths.PRETRAINED_ARMS) for run in names] for arm, names in arm_runs.items()}
-        floors = {floor: read_floor(floor) for floor in params.floors.variants}
+        floors = {floor: read_floor(paths.study_run_name(floor, None)) for floor in params.floors.variants}
         summary = summarize(runs, study.seeds, study, params.seed, floors)
+        budgets = {n: read_budget_runs(list(arm_runs), params.floors.variants, study.seeds, n)
+                   for n in study.n_per_class}
+        if not paths.DATA_REPORT.is_file():
+            raise StudyError(f"{paths.DATA_REPORT} is missing (prepare writes it); run `dvc repro`")
+        train_counts = json.loads(paths.DATA_REPORT.read_text())["class_balance"]["train"]
+        summary["label_budget"] = label_budget(
+            (runs, {floor: [result] for floor, result in floors.items()}), budgets,
+            sum(train_counts.values()) / len(train_counts), study, params.seed)
         if selection is not None:
             summary["selection"] = selection
             summary["varied_by_seed"] = [*VARIED_BY_SEED, "study_sweep_pretrain", "study_sweep_finetune"]
@@ -445,10 +586,17 @@ def main(params) -> None:
             staging.write_text(report(summary), encoding="utf-8")
         with atomic_output(FIGURE) as staging:
             study_curves(runs, staging, selection)
+        with atomic_output(BUDGET_FIGURE) as staging:
+            budget_curve(summary["label_budget"], staging)
         write_curves(runs, study.seeds, paths.plots_dir(STAGE))
         flat = {f"{v}_{k}": value for v, row in {**summary["variants"], **summary["floors"]}.items()
                 for k, value in row.items() if isinstance(value, float)}
         flat.update({f"{name}_{m}": d[m]["diff"] for name, d in summary["differences"].items() for m in d})
+        for point in summary["label_budget"]["points"]:  # budget_8_spt_accuracy, budget_all_spt_minus_best_other_...
+            key = f"budget_{point['n_per_class'] or 'all'}"
+            flat.update({f"{key}_{name}_accuracy": row["accuracy"]["mean"] for name, row in point["scores"].items()})
+            flat[f"{key}_spt_minus_best_other_accuracy"] = point["spt_minus_best_other"]["accuracy"]["diff"]
+        tracker.log_artifact(BUDGET_FIGURE, "plots")
         timings, seconds = timings_report(arm_runs)
         TIMINGS.parent.mkdir(parents=True, exist_ok=True)
         TIMINGS.write_text(timings, encoding="utf-8")

@@ -19,6 +19,10 @@ mean-pooled embeddings, with C chosen on the validation split (stages/common/flo
 the test split the same way and writes metrics/study/<V>/evaluate.json and plots/study/<V>/evaluate/.
 Params: model, runtime, evaluate, floors. With model.source scratch there is no pretrained encoder to
 embed with, so the embeddings floor is skipped: its evaluate.json says why and its CSVs hold no rows.
+
+On the label-budget curve (`--variant V --seed N --n-per-class B`: study_budget_evaluate,
+study_budget_evaluate_matched, study_budget_floors) run V-nB-N is scored on the same test split; a floor
+fits on data/budgets/nB-N's labels and chooses C on its validation split.
 """
 
 from __future__ import annotations
@@ -82,9 +86,9 @@ def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label
 
 
 def main(params, variant: str | None = None, seed: int | None = None,
-         setting: paths.SweepSetting | None = None) -> None:
+         setting: paths.SweepSetting | None = None, budget: int | None = None) -> None:
     if variant in paths.FLOOR_ARMS:
-        evaluate_floor(params, variant)
+        evaluate_floor(params, variant, budget, seed)
         return
     import datasets
     from transformers import AutoConfig
@@ -93,14 +97,15 @@ def main(params, variant: str | None = None, seed: int | None = None,
     from stages.common.hashing import content_sha256
     from stages.common.metrics import classification_report
     from stages.common.runtime import configure_runtime
-    from stages.common.tracking import sweep_tags, tracked_run
+    from stages.common.tracking import budget_tags, sweep_tags, tracked_run
 
-    run = paths.study_run_name(variant, seed, setting) if variant else None
+    run = paths.study_run_name(variant, seed, setting, budget) if variant else None
     configure_runtime(params.runtime, params.seed)
     model_dir = paths.model_dir(MODEL, run)
     with tracked_run(STAGE, params) as tracker:
         model_hash = verify_checkpoint(model_dir, MODEL)
-        tracker.set_tags({"input_checkpoint_sha256": model_hash, "study_run": run or "main", **sweep_tags(setting)})
+        tracker.set_tags({"input_checkpoint_sha256": model_hash, "study_run": run or "main", **sweep_tags(setting),
+                          **budget_tags(budget)})
         test = datasets.load_from_disk(str(paths.LABELED))["test"]
         tracker.log_datasets(paths.dataset_name(), content_sha256(paths.PROCESSED), {"test": len(test)})
         logits = predict(model_dir, test, params.evaluate.batch_size)
@@ -151,21 +156,21 @@ def floor_features(params, variant: str, labeled) -> tuple[dict | None, dict]:
     return features, {"model": source.provenance}
 
 
-def evaluate_floor(params, variant: str) -> None:
-    """A floor without pretraining (``--variant tfidf|embeddings``): fit, choose C on validation, score test."""
-    import datasets
-
+def evaluate_floor(params, variant: str, budget: int | None = None, seed: int | None = None) -> None:
+    """A floor without pretraining (``--variant tfidf|embeddings``): fit, choose C on validation, score test
+    (on the label-budget curve: fit on the budget's labels, ``budget`` per class drawn with ``seed``)."""
     from stages.common.floors import choose_and_predict
-    from stages.common.hashing import content_sha256
+    from stages.common.hashing import data_sha256
     from stages.common.metrics import classification_report
-    from stages.common.tracking import tracked_run
+    from stages.common.tokenization import load_labeled
+    from stages.common.tracking import budget_tags, tracked_run
 
-    run = paths.study_run_name(variant, None)
+    run = paths.study_run_name(variant, seed, budget=budget)
     with tracked_run(STAGE, params) as tracker:
-        tracker.set_tags({"study_run": run})
-        labeled = datasets.load_from_disk(str(paths.LABELED))
+        tracker.set_tags({"study_run": run, **budget_tags(budget)})
+        labeled = load_labeled(budget, seed)
         test = labeled["test"]
-        tracker.log_datasets(paths.dataset_name(), content_sha256(paths.PROCESSED),
+        tracker.log_datasets(paths.dataset_name(), data_sha256(budget, seed),
                              {split: len(labeled[split]) for split in labeled})
         label_names = paths.label_names()
         features, provenance = floor_features(params, variant, labeled)

@@ -16,6 +16,9 @@ pretraining spent are added to their finetuning budget.
 As a setting of the sweep (`--variant spt --seed N --weighting W --lambda L`, the study_sweep_finetune
 stage) it finetunes models/study/spt-W-lL-N/pretrain_sup and writes under spt-W-lL-N likewise;
 metrics/study/spt-W-lL-N/finetune.json holds the best validation macro-F1 that compare chooses by.
+As a run of the label-budget curve (`--variant V --seed N --n-per-class B`: study_budget_finetune,
+study_budget_baseline, study_budget_matched) it trains on data/budgets/nB-N's labels and validates on its
+validation split, starting from models/study/V-nB-N/pretrain_sup for spt and tapt, and writes under V-nB-N.
 
 The classifier head trained in pretrain_sup is carried over when its label map matches and it was
 trained (lambda > 0 at some step); from pretrain_unsup it starts fresh. Batches are padded
@@ -52,26 +55,28 @@ def load_classifier(init_dir: str, label_map: dict) -> tuple[object, bool]:
     return model, carried
 
 
-def study_settings(params, variant: str | None, seed: int | None, setting: paths.SweepSetting | None = None):
+def study_settings(params, variant: str | None, seed: int | None, setting: paths.SweepSetting | None = None,
+                   budget: int | None = None):
     """The finetune section, seed and starting checkpoint of the main chain (variant None) or a study run.
 
     spt and tapt start from their own pretraining run (same seed; for a setting of the sweep, that
-    setting's), the baselines from pretrain_unsup: baseline with the same steps, baseline_matched with
-    as many extra examples as SPT's pretrain_sup trained on, baseline_flops with as many extra FLOPs as
-    it spent (same seed).
+    setting's; on the label-budget curve, that budget's), the baselines from pretrain_unsup: baseline with
+    the same steps, baseline_matched with as many extra examples as SPT's pretrain_sup trained on,
+    baseline_flops with as many extra FLOPs as it spent (same seed and budget).
     """
     cfg = params.finetune
     if variant is None:
         return cfg, params.seed, paths.model_dir(cfg.init_from)
     if variant in paths.PRETRAINED_ARMS:
         return cfg.model_copy(update={"init_from": "pretrain_sup"}), seed, \
-            paths.model_dir("pretrain_sup", paths.study_run_name(variant, seed, setting))
+            paths.model_dir("pretrain_sup", paths.study_run_name(variant, seed, setting, budget))
     cfg = cfg.model_copy(update={"init_from": "pretrain_unsup"})
     if variant != "baseline":
-        import datasets
+        from stages.common.tokenization import load_labeled
 
-        train = datasets.load_from_disk(str(paths.LABELED))["train"]
-        spt_pretraining = json.loads(paths.metrics_file("pretrain_sup", paths.study_run_name("spt", seed)).read_text())
+        train = load_labeled(budget, seed)["train"]
+        spt_pretraining = json.loads(paths.metrics_file(
+            "pretrain_sup", paths.study_run_name("spt", seed, budget=budget)).read_text())
         if variant == "baseline_matched":
             extra = matched_extra_steps(spt_pretraining, cfg)
         else:
@@ -117,8 +122,7 @@ def matched_extra_steps(pretrain_sup_metrics: dict, cfg) -> int:
 
 
 def main(params, variant: str | None = None, seed: int | None = None,
-         setting: paths.SweepSetting | None = None) -> None:
-    import datasets
+         setting: paths.SweepSetting | None = None, budget: int | None = None) -> None:
     from transformers import (
         AutoTokenizer,
         DataCollatorWithPadding,
@@ -127,11 +131,11 @@ def main(params, variant: str | None = None, seed: int | None = None,
 
     from stages.common.checkpoints import verify_checkpoint
     from stages.common.config import section_dict
-    from stages.common.hashing import content_sha256
+    from stages.common.hashing import data_sha256
     from stages.common.metrics import classification_scores
     from stages.common.runtime import configure_runtime, training_arguments
-    from stages.common.tokenization import by_length
-    from stages.common.tracking import sweep_tags, tracked_run
+    from stages.common.tokenization import by_length, load_labeled
+    from stages.common.tracking import budget_tags, sweep_tags, tracked_run
     from stages.common.trainers import StageTrainer
     from stages.common.training_run import (
         begin_training,
@@ -139,24 +143,24 @@ def main(params, variant: str | None = None, seed: int | None = None,
         reuse_identical_run,
     )
 
-    cfg, seed, init_dir = study_settings(params, variant, seed, setting)
-    study_run = paths.study_run_name(variant, seed, setting) if variant else None
+    cfg, seed, init_dir = study_settings(params, variant, seed, setting, budget)
+    study_run = paths.study_run_name(variant, seed, setting, budget) if variant else None
     configure_runtime(params.runtime, seed)
     with tracked_run(STAGE, params, system_metrics=True) as tracker:
-        producer = (paths.dvc_stage_instance("pretrain_sup", variant, seed, setting)
+        producer = (paths.dvc_stage_instance("pretrain_sup", variant, seed, setting, budget)
                     if variant in paths.PRETRAINED_ARMS else cfg.init_from)
         init_hash = verify_checkpoint(init_dir, producer)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
-        splits = datasets.load_from_disk(str(paths.LABELED))
+        splits = load_labeled(budget, seed)
         train = splits["train"].select_columns(["input_ids", "label"])
         validation = by_length(splits["validation"]).select_columns(["input_ids", "label"])  # pads little
         run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
                                               STAGE: section_dict(cfg)},
-                             {"data": content_sha256(paths.PROCESSED), "init": init_hash},
+                             {"data": data_sha256(budget, seed), "init": init_hash},
                              {"train": len(train), "validation": len(validation)}, study_run,
                              tags={"init_from": cfg.init_from, "study_run": study_run or "main",
-                                   **sweep_tags(setting)})
+                                   **sweep_tags(setting), **budget_tags(budget)})
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
                             "finetune.effective_max_steps": cfg.max_steps})
         # identical to the main chain's run: copied; a setting of the sweep equal to the spt arm's own setting

@@ -13,6 +13,12 @@ validation and test texts never enter the masked-LM corpus. With data.test the g
 from the rest. With prepare.n_per_class (few-shot) only that many training labels per class are
 kept and the other train texts stay in the masked-LM corpus as unlabeled text; prepare.true_few_shot
 caps validation to the same budget. Outputs appear only when complete.
+
+As a budget of the label-budget curve (`--n-per-class N --seed S`, the study_budget_prepare stage,
+study.n_per_class x study.seeds) it reads data/processed and writes data/budgets/nN-S/: N training labels
+per class drawn with seed S from the prepared train split (validation capped alike with
+study.true_few_shot), and budget.json saying what was drawn. The other train texts are in the masked-LM
+corpus already; the test split stays data/processed's.
 """
 
 from __future__ import annotations
@@ -210,8 +216,43 @@ def write_plots(report: dict, directory: Path) -> None:
                     writer.writerow([name, int(key[1:]), value])
 
 
-def main(params) -> None:
+def draw_budget(params, budget: int, seed: int) -> None:
+    """data/budgets/n<budget>-<seed>: ``budget`` labels per class of the prepared train split (and validation, with
+    study.true_few_shot), drawn with ``seed``; the row order of data/processed is kept."""
     import datasets
+
+    from stages.common.tokenization import save_dataset
+
+    splits = datasets.load_from_disk(str(paths.LABELED))
+    names = ["train", "validation"] if params.study.true_few_shot else ["train"]
+    drawn, rows = {}, {}
+    for name in names:
+        frame = pd.DataFrame({"label": splits[name]["label"], "row": range(len(splits[name]))})
+        kept = sample_per_class(frame, budget, seed, "training" if name == "train" else name, "study.n_per_class",
+                                "study.true_few_shot")
+        drawn[name] = splits[name].select(kept["row"].tolist())
+        rows[name] = {"rows": len(kept), "of": len(frame)}
+    if "validation" not in drawn:
+        drawn["validation"] = splits["validation"]
+        rows["validation"] = {"rows": len(splits["validation"]), "of": len(splits["validation"])}
+    names = paths.label_names()
+    report = {"n_per_class": budget, "seed": seed, "true_few_shot": params.study.true_few_shot, **rows,
+              "class_balance": {name: {names[label]: count for label, count in
+                                       sorted(pd.Series(part["label"]).value_counts().items())}
+                                for name, part in drawn.items()}}
+    with atomic_output(paths.budget_dir(budget, seed)) as staging:
+        staging.mkdir(parents=True)
+        save_dataset(datasets.DatasetDict(drawn), staging / paths.LABELED.name)
+        write_json(staging / "budget.json", report)
+
+
+def main(params, budget: int | None = None, seed: int | None = None) -> None:
+    import datasets
+
+    if budget is not None:
+        datasets.disable_caching()
+        draw_budget(params, budget, seed)
+        return
 
     # datasets would otherwise cache every map/cast beside its inputs; prepare writes only its outputs
     datasets.disable_caching()
@@ -235,4 +276,4 @@ def main(params) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main, STAGE)
+    run_stage(__doc__, main, STAGE, budget=True)

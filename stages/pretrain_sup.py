@@ -17,6 +17,10 @@ pretraining), the arm that separates what the labels add from what more masked-L
 As a setting of the sweep (`--variant spt --seed N --weighting W --lambda L`, the study_sweep_pretrain
 stage) it is the spt arm's run with pretrain_sup.weighting and pretrain_sup.lambda replaced by W and L,
 everything else equal, and writes to models/study/spt-W-lL-N/pretrain_sup/ (metrics and plots alike).
+As a run of the label-budget curve (`--variant spt|tapt --seed N --n-per-class B`, study_budget_pretrain)
+its labeled texts are data/budgets/nB-N's B per class, cycled, and the rest of each batch
+(unlabeled_mix_ratio, which the curve requires above 0) is corpus text, the other train texts included;
+it writes to models/study/<variant>-nB-N/pretrain_sup/.
 
 Every training example is masked for L_mlm; labeled train texts also carry their class for
 L_supervised, which by default (``supervised_input: clean``) reads the unmasked text, as finetuning
@@ -41,7 +45,9 @@ INIT = "pretrain_unsup"
 def training_mixture(labeled, corpus, mix_ratio: float, seed: int):
     """Labeled train texts mixed with unlabeled blocks (label -100) at ``mix_ratio``, with example ids.
 
-    The mixture ends when the labeled texts are used up, so one epoch is one pass over the labels.
+    The mixture ends when both are used up, the smaller one cycled: one epoch is one pass over the larger
+    (a few labels, as on the label-budget curve, repeat among fresh unlabeled text rather than ending the
+    mixture with a handful of corpus blocks that every epoch would repeat).
     """
     import datasets
 
@@ -52,7 +58,7 @@ def training_mixture(labeled, corpus, mix_ratio: float, seed: int):
         unlabeled = corpus.select_columns(["input_ids"])
         unlabeled = unlabeled.add_column("label", [IGNORE_INDEX] * len(unlabeled)).cast(labeled.features)
         labeled = datasets.interleave_datasets([labeled, unlabeled], probabilities=[1 - mix_ratio, mix_ratio],
-                                               seed=seed, stopping_strategy="first_exhausted")
+                                               seed=seed, stopping_strategy="all_exhausted")
     return labeled.add_column("example_id", list(range(len(labeled))))
 
 
@@ -70,7 +76,7 @@ def study_settings(params, variant: str | None, seed: int | None, setting: paths
 
 
 def main(params, variant: str | None = None, seed: int | None = None,
-         setting: paths.SweepSetting | None = None) -> None:
+         setting: paths.SweepSetting | None = None, budget: int | None = None) -> None:
     import dataclasses
 
     import datasets
@@ -79,12 +85,12 @@ def main(params, variant: str | None = None, seed: int | None = None,
     from stages.common.checkpoints import verify_checkpoint
     from stages.common.collators import MaskingCollator
     from stages.common.config import section_dict
-    from stages.common.hashing import content_sha256
+    from stages.common.hashing import data_sha256
     from stages.common.metrics import classification_scores
     from stages.common.model import EncoderForSupervisedPretraining
     from stages.common.runtime import configure_runtime, training_arguments
-    from stages.common.tokenization import by_length
-    from stages.common.tracking import tracked_run
+    from stages.common.tokenization import by_length, load_labeled
+    from stages.common.tracking import budget_tags, tracked_run
     from stages.common.trainers import EpochCallback, JointLossTrainer, last_logged
     from stages.common.training_run import (
         begin_training,
@@ -93,26 +99,26 @@ def main(params, variant: str | None = None, seed: int | None = None,
     )
 
     cfg, seed = study_settings(params, variant, seed, setting)
-    study_run = paths.study_run_name(variant, seed, setting) if variant else None
+    study_run = paths.study_run_name(variant, seed, setting, budget) if variant else None
     configure_runtime(params.runtime, seed)
     with tracked_run(STAGE, params, system_metrics=True) as tracker:
         init_hash = verify_checkpoint(paths.model_dir(INIT), INIT)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
-        splits = datasets.load_from_disk(str(paths.LABELED))
+        splits = load_labeled(budget, seed)
         train = training_mixture(splits["train"], datasets.load_from_disk(str(paths.CORPUS)),
                                  cfg.unlabeled_mix_ratio, seed)
         validation = by_length(splits["validation"]).select_columns(["input_ids", "label"])  # pads little
         validation = validation.add_column("example_id", list(range(len(validation))))
         run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
                                               STAGE: section_dict(cfg)},
-                             {"data": content_sha256(paths.PROCESSED), "init": init_hash},
+                             {"data": data_sha256(budget, seed), "init": init_hash},
                              {"train": len(splits["train"]), "validation": len(validation),
                               **({"corpus": len(train) - len(splits["train"])} if cfg.unlabeled_mix_ratio else {})},
                              study_run,
                              # the setting this run trained with (a sweep's or tapt's, not params.yaml's)
                              tags={"study_run": study_run or "main", "weighting": cfg.weighting,
-                                   "lambda": str(cfg.lambda_)})
+                                   "lambda": str(cfg.lambda_), **budget_tags(budget)})
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
                             "pretrain_sup.effective_lambda": cfg.lambda_,
                             "pretrain_sup.effective_weighting": cfg.weighting})

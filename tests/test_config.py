@@ -291,7 +291,8 @@ def test_a_sweep_run_gets_its_setting_and_its_stage_params(monkeypatch):
     monkeypatch.chdir(REPO)
     seen = []
 
-    def body(params, variant, seed, setting):
+    def body(params, variant, seed, setting, budget):
+        assert budget is None
         seen.append((variant, seed, setting, params.pretrain_sup.weighting))
         with pytest.raises(AttributeError, match="dvc.yaml stage 'study_sweep_pretrain' does not declare"):
             _ = params.study

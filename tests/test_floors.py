@@ -194,9 +194,10 @@ def test_floors_run_without_a_seed(monkeypatch):
 
     monkeypatch.chdir(REPO)
     seen = []
-    run_stage("doc", lambda params, variant, seed, setting: seen.append((variant, seed, setting, params.floors.c_grid)),
+    run_stage("doc", lambda params, variant, seed, setting, budget: seen.append((variant, seed, setting, budget,
+                                                                                params.floors.c_grid)),
               "evaluate", ["--variant", "tfidf"], study=True)
-    assert seen == [("tfidf", None, None, [0.01, 0.1, 1.0, 10.0, 100.0])]
+    assert seen == [("tfidf", None, None, None, [0.01, 0.1, 1.0, 10.0, 100.0])]
     with pytest.raises(SystemExit):
         run_stage("doc", lambda *args: None, "evaluate", ["--variant", "tfidf", "--seed", "3"], study=True)
     with pytest.raises(SystemExit):

@@ -15,6 +15,9 @@ STUDY = {"study_pretrain": "pretrain_sup", "study_finetune": "finetune", "study_
 SWEEP = {"study_sweep_pretrain": "pretrain_sup", "study_sweep_finetune": "finetune",
          "study_sweep_evaluate": "evaluate"}  # the spt arm with another weighting and lambda -> module
 FLOORS = "study_floors"  # evaluate --variant tfidf|embeddings: no seed
+BUDGET = {"study_budget_pretrain": "pretrain_sup", "study_budget_finetune": "finetune",
+          "study_budget_baseline": "finetune", "study_budget_matched": "finetune", "study_budget_evaluate": "evaluate",
+          "study_budget_evaluate_matched": "evaluate", "study_budget_floors": "evaluate"}  # the label-budget curve
 # Training stages start with the launcher from params.yaml (python, torchrun, accelerate launch); the rest with python.
 LAUNCH = "${runtime.launch}"
 
@@ -38,7 +41,7 @@ def names(entries):
 
 
 def test_one_name_per_stage():
-    assert list(dvc_stages()) == [*STAGES, *STUDY, *SWEEP, FLOORS, "compare"]
+    assert list(dvc_stages()) == [*STAGES, *STUDY, *SWEEP, FLOORS, "study_budget_prepare", *BUDGET, "compare"]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     stages = dvc_stages()
     for stage, module in STUDY.items():
@@ -61,7 +64,7 @@ def test_one_name_per_stage():
     assert {paths.dvc_stage("evaluate", floor) for floor in paths.FLOOR_ARMS} == {FLOORS}
     assert not set(paths.FLOOR_ARMS) & set(paths.STUDY_VARIANTS)
     for stage, spec in dvc_stages().items():
-        if stage in STUDY or stage in SWEEP or stage == FLOORS:
+        if stage in STUDY or stage in SWEEP or stage in BUDGET or stage in (FLOORS, "study_budget_prepare"):
             continue
         if stage == "compare":
             assert "study" in spec["params"]
@@ -133,8 +136,40 @@ def test_study_paths_match_the_paths_module():
                                               str(paths.metrics_file("evaluate", floor))]
     assert stages[FLOORS]["deps"] == ["stages/evaluate.py", "stages/common", str(paths.PROCESSED)]
     assert {"model", "floors", "evaluate"} <= set(stages[FLOORS]["params"])  # embeddings: model.source
-    assert names(stages["compare"]["outs"]) == [str(paths.REPORT), "reports/compare.png",
+    assert names(stages["compare"]["outs"]) == [str(paths.REPORT), "reports/compare.png", "reports/label_budget.png",
                                                 str(paths.plots_dir("compare")), str(paths.metrics_file("compare"))]
+
+
+def test_budget_stages_match_the_paths_module():
+    """The label-budget curve: per budget and seed, prepare draws the labels, then the study's arms and floors."""
+    stages = dvc_stages()
+    labels = str(paths.budget_dir("${item.n}", "${item.seed}"))
+    prepare = stages["study_budget_prepare"]
+    assert prepare["matrix"] == {"n": "${study.n_per_class}", "seed": "${study.seeds}"}
+    assert prepare["cmd"] == "python -m stages.prepare --n-per-class ${item.n} --seed ${item.seed}"
+    assert prepare["outs"] == [labels] and str(paths.PROCESSED) in prepare["deps"]
+    assert paths.dvc_stage("prepare", budget=True) == "study_budget_prepare"
+    run = paths.study_run_name("${item.variant}", "${item.seed}", budget="${item.n}")
+    assert run == "${item.variant}-n${item.n}-${item.seed}"
+    for stage, module in BUDGET.items():
+        spec = stages[stage]
+        assert spec["cmd"] == (f"{launcher(module)} -m stages.{module} --variant ${{item.variant}} "
+                               "--seed ${item.seed} --n-per-class ${item.n}")
+        assert list(spec["matrix"]) == ["variant", "n", "seed"]
+        assert (spec["matrix"]["n"], spec["matrix"]["seed"]) == ("${study.n_per_class}", "${study.seeds}")
+        assert {paths.dvc_stage(module, variant, budget=True) for variant in
+                (paths.FLOOR_ARMS if stage == "study_budget_floors" else variants(spec))} == {stage}
+        # the same params as the study's stage of that variant: a budget changes the labels, nothing else
+        twin = paths.dvc_stage(module, paths.FLOOR_ARMS[0] if stage == "study_budget_floors" else variants(spec)[0])
+        assert spec["params"] == stages[twin]["params"]
+        kinds = ([paths.model_dir, paths.checkpoint_dir, paths.plots_dir, paths.metrics_file] if module != "evaluate"
+                 else [paths.plots_dir, paths.metrics_file])
+        assert names(spec["outs"]) == [str(kind(module, run)) for kind in kinds]
+        assert (labels in spec["deps"]) == (stage not in ("study_budget_evaluate", "study_budget_evaluate_matched"))
+    assert str(paths.model_dir("pretrain_sup", run)) in stages["study_budget_finetune"]["deps"]
+    assert str(paths.metrics_file("pretrain_sup", "spt-n${item.n}-${item.seed}")) in \
+        stages["study_budget_matched"]["deps"]
+    assert str(paths.model_dir("finetune", run)) in stages["study_budget_evaluate"]["deps"]
 
 
 def test_stage_params_cover_what_the_config_defines():

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from transformers import pipeline
 
+from stages.common import paths
 from stages.common.hashing import content_sha256
 from stages.common.sandbox import tiny_repository
 
@@ -258,3 +259,49 @@ def test_a_lambda_sweep_is_chosen_on_validation(own_repo):
     run_command(own_repo, "python", "-m", "stages.compare")
     assert json.loads((own_repo / "metrics/compare.json").read_text()) == summary
     assert (own_repo / "reports/compare.md").read_text() == report
+
+
+def test_a_label_budget_curve_trains_every_arm_per_budget(own_repo):
+    """study.n_per_class: per budget and seed, prepare draws the labels and the arms and floors train on them; compare
+    draws the curve, the full set last. Nothing upstream reruns (no main-chain stage reads study.*)."""
+    params = yaml.safe_load((own_repo / "params.yaml").read_text())
+    assert params["pretrain_sup"]["unlabeled_mix_ratio"] > 0  # the curve needs unlabeled text in pretrain_sup
+    params["study"].update(n_per_class=[3, 6], true_few_shot=True, matched_baselines=[])  # fewer runs: fast
+    (own_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ran = ran_stages(run_command(own_repo, "dvc", "repro").stdout)
+    budget = [f"study_budget_prepare@{n}-7" for n in (3, 6)] + [
+        f"{stage}@{arm}-{n}-7" for n in (3, 6) for stage, arms in (
+            ("study_budget_pretrain", ARMS[:2]), ("study_budget_finetune", ARMS[:2]),
+            ("study_budget_baseline", ARMS[2:3]), ("study_budget_evaluate", ARMS[:3]),
+            ("study_budget_floors", ["tfidf", "embeddings"]))
+        for arm in arms]
+    assert sorted(ran) == sorted([*budget, "compare"])
+
+    for n in (3, 6):
+        drawn = json.loads((own_repo / f"data/budgets/n{n}-7/budget.json").read_text())
+        assert drawn["class_balance"] == {"train": {"fresh": n, "rotten": n}, "validation": {"fresh": n, "rotten": n}}
+        spt = json.loads((own_repo / f"metrics/study/spt-n{n}-7/pretrain_sup.json").read_text())
+        assert spt["train_examples"] > 2 * n  # the few labels cycled among the unlabeled corpus text
+        tapt = json.loads((own_repo / f"models/study/tapt-n{n}-7/pretrain_sup/provenance.json").read_text())
+        assert tapt["classifier_trained"] is False
+        for arm in ARMS[:3]:
+            assert (own_repo / f"models/study/{arm}-n{n}-7/finetune/model.safetensors").is_file()
+    # a budget run's checkpoint is plain transformers, and differs from the full set's
+    assert (own_repo / "models/study/spt-n3-7/finetune/model.safetensors").read_bytes() != \
+        (own_repo / "models/study/spt-7/finetune/model.safetensors").read_bytes()
+    pipeline("text-classification", model=str(own_repo / "models/study/spt-n3-7/finetune"))
+
+    summary = json.loads((own_repo / "metrics/compare.json").read_text())
+    points = summary["label_budget"]["points"]
+    assert [p["n_per_class"] for p in points] == [3, 6, None] and summary["label_budget"]["true_few_shot"] is True
+    for point in points:
+        assert sorted(point["scores"]) == sorted([*ARMS[:3], "tfidf"])
+        assert point["best_other"] in point["scores"] and point["best_other"] != "spt"
+        run = paths.study_run_name("spt", 7, budget=point["n_per_class"])
+        score = json.loads((own_repo / paths.metrics_file("evaluate", run)).read_text())
+        assert point["scores"]["spt"]["accuracy"]["mean"] == pytest.approx(score["accuracy"])
+    report = (own_repo / "reports/compare.md").read_text()
+    assert "## Scarce labels: test accuracy against labels per class" in report and "| 3 |" in report
+    assert (own_repo / "reports/label_budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _, runs = mlflow_runs(own_repo)
+    assert {r.data.tags.get("n_per_class") for r in runs if r.data.tags.get("study_run") == "spt-n6-7"} == {"6"}

@@ -104,6 +104,7 @@ def study(tmp_path, monkeypatch) -> Path:
         (tmp_path / "data" / "tiny").mkdir(parents=True, exist_ok=True)
         (tmp_path / "data" / "tiny" / name).touch()
     monkeypatch.chdir(tmp_path)
+    write_json(tmp_path / "reports/prepare.json", {"class_balance": {"train": {"fresh": 40, "rotten": 40}}})
     for index, seed in enumerate(SEEDS):
         for number, (name, scores) in enumerate(VALIDATION.items()):
             write_run(tmp_path, f"{name}-{seed}", scores[index], predictions(10 * number + seed), ACTUAL, True)
@@ -122,6 +123,7 @@ def compare(root: Path) -> tuple[dict, str]:
 
 def selection_table(report: str) -> list[str]:
     section = report[report.index("## Choosing the weighting and λ on validation"):]
+    section = section[:section.index("\n## ")]  # up to the next section
     return [line for line in section.splitlines() if line.startswith("|")]
 
 

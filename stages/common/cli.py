@@ -1,5 +1,6 @@
 """The command line every stage shares: ``python -m stages.<name> [--params FILE]``; the study's stages add
-``--variant V --seed N`` and, for a setting of the sweep, ``--weighting W --lambda L``.
+``--variant V --seed N`` and, for a setting of the sweep, ``--weighting W --lambda L``; for a run of the
+label-budget curve, ``--n-per-class N`` (prepare too, with ``--seed``: it draws the budget's labels).
 
 It imports only what parsing and validating params needs, so ``--help`` answers at once; each stage
 imports its heavy libraries (torch, transformers, datasets) inside ``main``.
@@ -19,10 +20,11 @@ from stages.common.config import WEIGHTINGS, DeclaredParams, Params, load_params
 from stages.common.errors import StageInterrupted, UserError
 
 
-def stage_params(params: Params, stage: str, variant: str | None = None, sweep: bool = False) -> DeclaredParams:
-    """The view of ``params`` that ``stages.<stage>`` (as study ``variant``, or a setting of the sweep) may read:
-    its dvc.yaml stage's."""
-    dvc_stage = paths.dvc_stage(stage, variant, sweep)
+def stage_params(params: Params, stage: str, variant: str | None = None, sweep: bool = False,
+                 budget: bool = False) -> DeclaredParams:
+    """The view of ``params`` that ``stages.<stage>`` (as study ``variant``, a setting of the sweep or a run of the
+    label-budget curve) may read: its dvc.yaml stage's."""
+    dvc_stage = paths.dvc_stage(stage, variant, sweep, budget)
     return DeclaredParams(params, paths.declared_params(dvc_stage), dvc_stage)
 
 
@@ -38,16 +40,30 @@ def sweep_lambda(text: str) -> int | float:
     return value
 
 
+def positive_int(text: str) -> int:
+    """``--n-per-class``: a whole number of labels, at least 1."""
+    if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
+    return int(text)
+
+
+BUDGET_HELP = ("a run of the label-budget curve (study.n_per_class): train on the labels of data/budgets/n<N>-<seed>, "
+               "N per class, and write under <variant>-n<N>-<seed>")
+
+
 def run_stage(doc: str, body: Callable[..., None], stage: str, argv: list[str] | None = None,
-              study: bool = False) -> None:
+              study: bool = False, budget: bool = False) -> None:
     """Parse arguments, load and validate params, run ``body``; user errors exit 2 with one message.
 
     ``body`` gets the params its dvc.yaml stage declares (:class:`DeclaredParams`). ``study``: the
     stage also runs as a study run, ``--variant V --seed S``, and ``body`` gets
-    ``(params, variant, seed, setting)``; without them it is the main chain (variant None). A floor
+    ``(params, variant, seed, setting, budget)``; without them it is the main chain (variant None). A floor
     (paths.FLOOR_ARMS) is ``--variant V`` alone: seed None. ``setting`` is a :class:`paths.SweepSetting`
     for a setting of the sweep (``--variant spt --seed S --weighting W --lambda L``, the study_sweep_*
-    stages), else None.
+    stages), else None. ``budget`` is the labels per class of a run of the label-budget curve
+    (``--n-per-class N``, with ``--variant`` and ``--seed``, floors too: the study_budget_* stages), else None.
+    ``budget`` alone (prepare): ``--n-per-class N --seed S`` draws that budget's labels and ``body`` gets
+    ``(params, budget, seed)``; without them ``(params)``.
     """
     parser = argparse.ArgumentParser(prog=f"python -m stages.{stage}", description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -64,11 +80,21 @@ def run_stage(doc: str, body: Callable[..., None], stage: str, argv: list[str] |
         sweep.add_argument("--weighting", choices=WEIGHTINGS, help="pretrain_sup.weighting for this run")
         sweep.add_argument("--lambda", dest="lambda_", type=sweep_lambda, metavar="LAMBDA",
                            help="pretrain_sup.lambda for this run: a positive number, as written in study.lambdas")
+    if study or budget:
+        parser.add_argument("--n-per-class", dest="budget", type=positive_int, metavar="N", help=BUDGET_HELP)
+    if budget:
+        parser.add_argument("--seed", type=int, help="the budget's seed: which labels are drawn (with --n-per-class)")
     args = parser.parse_args(argv)
+    n_per_class = getattr(args, "budget", None)
+    if budget and (n_per_class is None) != (args.seed is None):
+        parser.error("--n-per-class and --seed go together (a budget of the label-budget curve)")
     variant = getattr(args, "variant", None)
     setting = None
-    if study and variant in paths.FLOOR_ARMS and args.seed is not None:
-        parser.error(f"--variant {variant} is a floor: deterministic, it runs once and takes no --seed")
+    if study and n_per_class is not None and (variant is None or args.seed is None):
+        parser.error("--n-per-class N is a run of the label-budget curve: give it with --variant V --seed S")
+    if study and variant in paths.FLOOR_ARMS and args.seed is not None and n_per_class is None:
+        parser.error(f"--variant {variant} is a floor: deterministic, it runs once and takes no --seed (but one per "
+                     "seed of the label-budget curve, with --n-per-class)")
     elif study and variant not in paths.FLOOR_ARMS and (variant is None) != (args.seed is None):
         parser.error("--variant and --seed go together")
     if study and (args.weighting is not None or args.lambda_ is not None):
@@ -77,12 +103,18 @@ def run_stage(doc: str, body: Callable[..., None], stage: str, argv: list[str] |
         if variant != "spt" or args.seed is None:
             parser.error("--weighting and --lambda set a setting of the sweep, which is the spt arm's run: give "
                          "them with --variant spt --seed N")
+        if n_per_class is not None:
+            parser.error("--weighting/--lambda (the sweep) and --n-per-class (the label-budget curve) do not combine: "
+                         "the curve trains the arms with pretrain_sup's own setting")
         setting = paths.SweepSetting(args.weighting, args.lambda_)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
-        params = stage_params(load_params(args.params), stage, variant, sweep=setting is not None)
+        params = stage_params(load_params(args.params), stage, variant, sweep=setting is not None,
+                              budget=n_per_class is not None)
         if study:
-            body(params, variant, args.seed, setting)
+            body(params, variant, args.seed, setting, n_per_class)
+        elif n_per_class is not None:
+            body(params, n_per_class, args.seed)
         else:
             body(params)
     except UserError as err:

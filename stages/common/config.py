@@ -390,8 +390,24 @@ class StudyConfig(Section):
         default_factory=list,
         description="the sweep's lambda axis (with study.weightings): distinct positive numbers; [] with "
         "weightings []: no sweep")
+    n_per_class: list[PositiveInt] = Field(
+        default_factory=list,
+        description="the label-budget curve: for each number, every arm and floor trains once per seed on that many "
+        "training labels per class (the other train texts stay masked-LM text); the full set is always the curve's "
+        "last point (the study's own runs). []: no curve but that point")
+    true_few_shot: bool = Field(
+        False, description="the label-budget curve: cap validation to the budget per class too (what a user with "
+        "that few labels would have to choose with)")
 
-    _distinct = field_validator("seeds", "matched_baselines", "weightings", "lambdas")(distinct_values)
+    _distinct = field_validator("seeds", "matched_baselines", "weightings", "lambdas", "n_per_class")(distinct_values)
+
+    @field_validator("n_per_class", mode="before")
+    @classmethod
+    def _no_null_budget(cls, values: Any) -> Any:
+        if isinstance(values, list) and any(value is None for value in values):
+            raise ValueError(f"{values}: null (the full training set) is always the curve's last point, the study's "
+                             "own runs; list only the smaller budgets, e.g. [8, 32, 128]")
+        return values
 
     @field_validator("lambdas", mode="before")
     @classmethod
@@ -455,7 +471,8 @@ class Params(Section):
     @model_validator(mode="after")
     def _sweep(self) -> Params:
         """The sweep's two axes go together, and no lambda of it lies below the lambda_min a schedule decays to
-        (the stage checks each setting again: PretrainSupConfig.swept)."""
+        (the stage checks each setting again: PretrainSupConfig.swept); a label-budget curve needs unlabeled text
+        in pretrain_sup's batches."""
         study, sup = self.study, self.pretrain_sup
         if bool(study.weightings) != bool(study.lambdas):
             given, missing = ("lambdas", "weightings") if study.lambdas else ("weightings", "lambdas")
@@ -465,6 +482,12 @@ class Params(Section):
                 "study.weightings x study.lambdas (one DVC matrix), and with an empty axis there is no pair, so "
                 f"nothing would be swept. To sweep {given} alone, give study.{missing} pretrain_sup's own value: "
                 f"-S 'study.{missing}=[{own}]' (or set both to [] for no sweep)")
+        if study.n_per_class and sup.unlabeled_mix_ratio == 0:
+            raise ValueError(
+                f"study.n_per_class = {study.n_per_class} but pretrain_sup.unlabeled_mix_ratio is 0: with a budget of "
+                "labels, spt's and tapt's masked-LM would read only the few labeled texts, and the other train texts "
+                "would be wasted; set pretrain_sup.unlabeled_mix_ratio above 0 (e.g. -S pretrain_sup."
+                "unlabeled_mix_ratio=0.5: half of each batch unlabeled text, the budget's labeled texts cycled)")
         if sup.lambda_schedule != "constant":
             low = [value for value in study.lambdas if value < sup.lambda_min]
             if low:

@@ -135,6 +135,56 @@ def study_curves(runs: dict[str, list[dict]], path: Path, selection: dict | None
     return path
 
 
+def budget_curve(curve: dict, path: Path) -> Path:
+    """The label-budget curve: test accuracy against training labels per class (log scale), one line per arm
+    (solid) and floor (dashed) with 95% hierarchical intervals; beside it SPT minus the best other arm or floor
+    (chosen on validation) per budget. The full set is the last point (its x: the mean labels per class)."""
+    from stages.common.paths import FLOOR_ARMS
+
+    points = curve["points"]
+    x = [point["labels_per_class"] for point in points]
+    names = list(points[-1]["scores"])
+    figure = Figure(figsize=(13, 4.8))
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    for offset, name in enumerate(names):
+        rows = [(xi, point["scores"][name]["accuracy"]) for xi, point in zip(x, points) if name in point["scores"]]
+        shift = 1 + 0.03 * (offset - (len(names) - 1) / 2)  # side by side, so the intervals do not hide each other
+        floor = name in FLOOR_ARMS
+        color = f"C{len(STUDY_VARIANTS) + FLOOR_ARMS.index(name)}" if floor else f"C{STUDY_VARIANTS.index(name)}"
+        left.errorbar([xi * shift for xi, _ in rows], [row["mean"] * 100 for _, row in rows],
+                      yerr=[[(row["mean"] - row["low"]) * 100 for _, row in rows],
+                            [(row["high"] - row["mean"]) * 100 for _, row in rows]],
+                      color=color, marker="s" if floor else "o", linestyle="--" if floor else "-", capsize=3,
+                      linewidth=2.2 if name == "spt" else 1.3, label=f"{name} (floor)" if floor else name)
+    diffs = [point["spt_minus_best_other"]["accuracy"] for point in points]
+    right.errorbar(x, [d["diff"] * 100 for d in diffs], yerr=[[(d["diff"] - d["low"]) * 100 for d in diffs],
+                                                               [(d["high"] - d["diff"]) * 100 for d in diffs]],
+                   color=f"C{STUDY_VARIANTS.index('spt')}", marker="o", capsize=4)
+    for xi, d, point in zip(x, diffs, points):
+        right.annotate(f"vs {point['best_other']}", (xi, d["high"] * 100), textcoords="offset points",
+                       xytext=(0, 6), ha="center", fontsize="small")
+    right.axhline(0, color="black", linewidth=0.8)
+    right.margins(y=0.15)  # room for the labels above the intervals
+    ticks = [f"{point['n_per_class']}" if point["n_per_class"] is not None else
+             f"all\n(≈{point['labels_per_class']:.0f})" for point in points]
+    for axis in (left, right):
+        axis.set_xscale("log")
+        axis.set_xticks(x, ticks)
+        axis.minorticks_off()
+        axis.set_xlabel("training labels per class")
+        axis.grid(alpha=0.3)
+        axis.margins(x=0.08)
+    left.set_ylabel("test accuracy (%)")
+    left.set_title("every arm and floor: mean over seeds, 95% interval (seeds, then test examples)", fontsize="medium")
+    left.legend(loc="lower right", fontsize="small")
+    right.set_ylabel("accuracy difference (points)")
+    right.set_title("SPT − the best other recipe on validation, 95% interval", fontsize="medium")
+    figure.suptitle("Scarce labels: test accuracy against training labels per class")
+    figure.tight_layout()
+    figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
+    return path
+
+
 def sweep_panel(axis, selection: dict) -> None:
     """The sweep: each candidate's mean validation macro-F1 over seeds (bars: std) against lambda, one line
     per weighting; a square marks the spt arm's own setting, a ring the chosen one. Log x when lambda varies."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from stages.common import paths
+
 
 def content_sha256(path: Path) -> str:
     """sha256 of a file, or of a directory as its sorted (relative path, file sha256) listing."""
@@ -23,3 +25,12 @@ def _file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def data_sha256(budget: int | None = None, seed: int | None = None) -> str:
+    """The data a run reads: data/processed's hash, combined with the budget's labels for a run of the
+    label-budget curve (so its fingerprint differs from the full set's)."""
+    processed = content_sha256(paths.PROCESSED)
+    if budget is None:
+        return processed
+    return hashlib.sha256(f"{processed}\0{content_sha256(paths.budget_dir(budget, seed))}".encode()).hexdigest()

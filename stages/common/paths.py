@@ -1,7 +1,8 @@
 """Every path a stage reads or writes, declared once (tests check dvc.yaml against these).
 
 ``run`` names a study run (``<variant>-<seed>``, see stages/compare.py; a floor, which has no seed, is
-named ``<variant>``; a setting of the sweep ``spt-<weighting>-l<lambda>-<seed>``); the main chain has none.
+named ``<variant>``; a setting of the sweep ``spt-<weighting>-l<lambda>-<seed>``; a run of the label-budget
+curve ``<variant>-n<labels per class>-<seed>``, floors included); the main chain has none.
 """
 
 from dataclasses import dataclass
@@ -19,6 +20,9 @@ CORPUS = PROCESSED / "corpus"  # Dataset of packed masked-LM blocks
 TOKENIZER = PROCESSED / "tokenizer"
 LABEL_MAP = PROCESSED / "label_map.json"
 DATASET = PROCESSED / "dataset.json"  # the data's name (MLflow dataset inputs) and its data.labeled source
+# The label-budget curve (study.n_per_class): per budget and seed, that many training labels per class drawn from
+# data/processed's train split (and validation capped alike with study.true_few_shot), by study_budget_prepare
+BUDGETS = Path("data/budgets")
 DATA_REPORT = Path("reports/prepare.json")  # prepare's full data report; metrics/prepare.json holds its headline
 REPORT = Path("reports/compare.md")
 TRAINING_STAGES = ("pretrain_unsup", "pretrain_sup", "finetune")
@@ -66,12 +70,28 @@ class SweepSetting:
         return f"{self.weighting}-l{self.lambda_}"
 
 
-def study_run_name(variant: str, seed: int | None, setting: SweepSetting | None = None) -> str:
+def study_run_name(variant: str, seed: int | None, setting: SweepSetting | None = None,
+                   budget: int | None = None) -> str:
     """``<variant>-<seed>``; a floor (no seed) is ``<variant>``; a setting of the sweep is
-    ``<variant>-<weighting>-l<lambda>-<seed>`` (never an arm's name: no arm or floor is called after a weighting)."""
+    ``<variant>-<weighting>-l<lambda>-<seed>`` (never an arm's name: no arm or floor is called after a weighting);
+    a run of the label-budget curve, ``budget`` labels per class, is ``<variant>-n<budget>-<seed>`` (floors too:
+    their training labels differ per seed)."""
+    if budget is not None:
+        return f"{variant}-n{budget}-{seed}"
     if setting is not None:
         return f"{variant}-{setting.tag}-{seed}"
     return variant if seed is None else f"{variant}-{seed}"
+
+
+def budget_dir(budget: int, seed: int) -> Path:
+    """The labeled train and validation splits of one budget and seed: ``data/budgets/n<budget>-<seed>``."""
+    return BUDGETS / f"n{budget}-{seed}"
+
+
+def labeled_dir(budget: int | None = None, seed: int | None = None) -> Path:
+    """Where the train and validation splits come from: data/processed, or a budget's (the test split is always
+    data/processed's: every budget is scored on the same examples)."""
+    return LABELED if budget is None else budget_dir(budget, seed) / LABELED.name
 
 
 def model_dir(stage: str, run: str | None = None) -> Path:
@@ -106,22 +126,40 @@ STUDY_STAGES = {**{("pretrain_sup", arm): "study_pretrain" for arm in PRETRAINED
                 **{("evaluate", arm): "study_floors" for arm in FLOOR_ARMS}}
 
 
+# The label-budget curve's stages (study.n_per_class x study.seeds): the same arms and floors as the study's,
+# each trained on the budget's labels. prepare draws the labels.
+BUDGET_STAGES = {("prepare", None): "study_budget_prepare",
+                 **{("pretrain_sup", arm): "study_budget_pretrain" for arm in PRETRAINED_ARMS},
+                 **{("finetune", arm): "study_budget_finetune" for arm in PRETRAINED_ARMS},
+                 ("finetune", "baseline"): "study_budget_baseline",
+                 **{("finetune", arm): "study_budget_matched" for arm in MATCHED_ARMS},
+                 **{("evaluate", arm): "study_budget_evaluate" for arm in (*PRETRAINED_ARMS, "baseline")},
+                 **{("evaluate", arm): "study_budget_evaluate_matched" for arm in MATCHED_ARMS},
+                 **{("evaluate", arm): "study_budget_floors" for arm in FLOOR_ARMS}}
+
+
 def study_variants(module: str) -> list[str]:
     """The ``--variant`` values ``stages.<module>`` accepts."""
     return [variant for (name, variant) in STUDY_STAGES if name == module]
 
 
-def dvc_stage(module: str, variant: str | None = None, sweep: bool = False) -> str:
+def dvc_stage(module: str, variant: str | None = None, sweep: bool = False, budget: bool = False) -> str:
     """The dvc.yaml stage that runs ``stages.<module>`` (as ``variant``, for a study run; ``sweep``: a setting
-    of the sweep, always the spt arm)."""
+    of the sweep, always the spt arm; ``budget``: a run of the label-budget curve)."""
+    if budget:
+        return BUDGET_STAGES[(module, variant)]
     if sweep:
         return SWEEP_STAGES[module]
     return module if variant is None else STUDY_STAGES[(module, variant)]
 
 
-def dvc_stage_instance(module: str, variant: str, seed: int, setting: SweepSetting | None = None) -> str:
-    """The name DVC gives one study run's matrix stage, e.g. ``study_pretrain@spt-42`` or
-    ``study_sweep_pretrain@normalized-2-42`` (the matrix keys' values, in dvc.yaml's order)."""
+def dvc_stage_instance(module: str, variant: str, seed: int, setting: SweepSetting | None = None,
+                       budget: int | None = None) -> str:
+    """The name DVC gives one study run's matrix stage, e.g. ``study_pretrain@spt-42``,
+    ``study_sweep_pretrain@normalized-2-42`` or ``study_budget_pretrain@spt-8-42`` (the matrix keys' values, in
+    dvc.yaml's order)."""
+    if budget is not None:
+        return f"{dvc_stage(module, variant, budget=True)}@{variant}-{budget}-{seed}"
     if setting is None:
         return f"{dvc_stage(module, variant)}@{study_run_name(variant, seed)}"
     return f"{dvc_stage(module, variant, sweep=True)}@{setting.weighting}-{setting.lambda_}-{seed}"

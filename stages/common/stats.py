@@ -52,28 +52,42 @@ def hierarchical_bootstrap(labels: np.ndarray, predictions_a: np.ndarray, predic
     is paired with every seed of the other arm, so only that arm's seeds vary between replicates,
     exactly as if the floor had predicted the same on every seed.
     """
-    rows = {predictions_a.shape[0], predictions_b.shape[0]} - {1}
+    return _hierarchical(labels, predictions_a, predictions_b, n_classes, samples, seed, confidence, "diff")
+
+
+def score_interval(labels: np.ndarray, predictions: np.ndarray, n_classes: int, samples: int, seed: int,
+                   confidence: float = 0.95) -> dict[str, dict[str, float]]:
+    """One arm's accuracy and macro-F1 (mean over its seeds) with the same hierarchical interval: seeds, then
+    test examples. ``predictions`` is [seeds, examples]. Returns {"accuracy": {...}, "macro_f1": {...}} with
+    mean, low, high."""
+    return _hierarchical(labels, predictions, None, n_classes, samples, seed, confidence, "mean")
+
+
+def _hierarchical(labels: np.ndarray, predictions_a: np.ndarray, predictions_b: np.ndarray | None, n_classes: int,
+                  samples: int, seed: int, confidence: float, point_name: str) -> dict[str, dict[str, float]]:
+    """A's score minus B's (B None: A's score alone) per seed, resampled as :func:`hierarchical_bootstrap` says."""
+    arms = [predictions_a] if predictions_b is None else [predictions_a, predictions_b]
+    rows = {p.shape[0] for p in arms} - {1}
     if len(rows) > 1:
         raise ValueError(f"arms with {predictions_a.shape[0]} and {predictions_b.shape[0]} seeds cannot be paired; "
                          "give both the same seeds, or one of them a single row (no seed)")
     seeds = rows.pop() if rows else 1
-    predictions_a, predictions_b = (np.broadcast_to(p, (seeds, p.shape[1])) for p in (predictions_a, predictions_b))
+    arms = [np.broadcast_to(p, (seeds, p.shape[1])) for p in arms]
     rng = np.random.default_rng(seed)
-    n = predictions_a.shape[1]
+    n = arms[0].shape[1]
     seed_draws = rng.integers(0, seeds, size=(samples, seeds))
     example_draws = rng.integers(0, n, size=(samples, n))
     resampled_labels = labels[example_draws]
     tail = (1 - confidence) / 2 * 100
+    signs = [1.0, -1.0][:len(arms)]
     result = {}
     for metric in ("accuracy", "macro_f1"):
-        point = np.array([_score(metric, labels[None], a[None], n_classes)[0] - _score(metric, labels[None], b[None],
-                                                                                     n_classes)[0]
-                          for a, b in zip(predictions_a, predictions_b)])
-        per_seed = np.stack([_score(metric, resampled_labels, a[example_draws], n_classes)
-                             - _score(metric, resampled_labels, b[example_draws], n_classes)
-                             for a, b in zip(predictions_a, predictions_b)])  # [seeds, samples]
+        point = sum(sign * np.array([_score(metric, labels[None], row[None], n_classes)[0] for row in arm])
+                    for sign, arm in zip(signs, arms))
+        per_seed = sum(sign * np.stack([_score(metric, resampled_labels, row[example_draws], n_classes) for row in arm])
+                       for sign, arm in zip(signs, arms))  # [seeds, samples]
         replicates = np.take_along_axis(per_seed, seed_draws.T, axis=0).mean(axis=0)
-        result[metric] = {"diff": float(point.mean()), "low": float(np.percentile(replicates, tail)),
+        result[metric] = {point_name: float(point.mean()), "low": float(np.percentile(replicates, tail)),
                           "high": float(np.percentile(replicates, 100 - tail))}
     return result
 

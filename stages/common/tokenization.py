@@ -211,3 +211,22 @@ def length_order(dataset: datasets.Dataset) -> np.ndarray:
 def by_length(dataset: datasets.Dataset) -> datasets.Dataset:
     """The rows in ``length_order``, selected in memory (nothing written beside the saved dataset)."""
     return dataset.select(length_order(dataset), keep_in_memory=True)
+
+
+def load_labeled(budget: int | None = None, seed: int | None = None) -> dict[str, datasets.Dataset]:
+    """The tokenized train, validation and test splits a run reads: data/processed's, or for a run of the
+    label-budget curve the budget's train and validation (data/budgets/n<budget>-<seed>) with data/processed's
+    test split, the same test examples for every budget."""
+    from stages.common import paths
+
+    splits = dict(datasets.load_from_disk(str(paths.LABELED)))
+    if budget is not None:
+        directory = paths.labeled_dir(budget, seed)
+        if not directory.is_dir():
+            from stages.common.errors import DataError
+
+            raise DataError(f"{directory} is missing: the labels of budget {budget} (seed {seed}) are drawn by "
+                            f"`python -m stages.prepare --n-per-class {budget} --seed {seed}` (dvc.yaml stage "
+                            "study_budget_prepare); run `dvc repro`")
+        splits.update(datasets.load_from_disk(str(directory)))
+    return splits

@@ -206,6 +206,11 @@ def sweep_tags(setting: paths.SweepSetting | None) -> dict[str, str]:
     return {} if setting is None else {"weighting": setting.weighting, "lambda": str(float(setting.lambda_))}
 
 
+def budget_tags(budget: int | None) -> dict[str, str]:
+    """The tag of a run of the label-budget curve: its labels per class (none for other runs)."""
+    return {} if budget is None else {"n_per_class": str(budget)}
+
+
 def _mlflow() -> Any:
     import mlflow
 

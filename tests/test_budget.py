@@ -1,0 +1,266 @@
+"""The label-budget curve (study.n_per_class): params, the command line, drawing the labels, the mixture that
+keeps the other train texts as masked-LM text, and compare's curve on constructed runs with known answers."""
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from stages.common import paths
+from stages.common.cli import run_stage, stage_params
+from stages.common.config import ConfigError, load_params
+
+from .test_config import REPO, default_params, write
+from .test_sweep import ACTUAL, predictions, write_json, write_run, write_test_outputs
+
+SEEDS = [1, 2]
+BUDGETS = [4, 16]
+ARMS = ["spt", "tapt", "baseline", "baseline_flops"]
+# Best validation macro-F1 per arm and budget (mean over the two seeds); the floor's is its chosen C's
+VALIDATION = {4: {"spt": 0.6, "tapt": 0.55, "baseline": 0.7, "baseline_flops": 0.5, "tfidf": 0.65},
+              16: {"spt": 0.8, "tapt": 0.6, "baseline": 0.7, "baseline_flops": 0.75, "tfidf": 0.77},
+              None: {"spt": 0.85, "tapt": 0.8, "baseline": 0.8, "baseline_flops": 0.84, "tfidf": 0.7}}
+BEST_OTHER = {4: "baseline", 16: "tfidf", None: "baseline_flops"}
+
+
+# --- params and the command line
+
+
+@pytest.mark.parametrize("study, mix, expected", [
+    ({"n_per_class": [8, None]}, 0.5, "null (the full training set) is always the curve's last point"),
+    ({"n_per_class": [8, 8]}, 0.5, "study.n_per_class = [8, 8]: values must be distinct"),
+    ({"n_per_class": [0, 8]}, 0.5, "study.n_per_class.0 = 0: Input should be greater than 0"),
+    ({"n_per_class": [8, 32]}, 0.0, "pretrain_sup.unlabeled_mix_ratio is 0"),
+    ({"true_few_shot": "yes please"}, 0.5, "study.true_few_shot"),
+])
+def test_budget_problems_are_named(tmp_path, monkeypatch, study, mix, expected):
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["study"].update(study)
+    data["pretrain_sup"]["unlabeled_mix_ratio"] = mix
+    message = str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
+    assert expected in message and "problem" in message
+
+
+def test_no_budget_by_default_and_a_curve_with_unlabeled_text(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    assert load_params().study.n_per_class == [] and load_params().study.true_few_shot is False
+    data = default_params()
+    data["study"]["n_per_class"] = [8, 32]
+    data["pretrain_sup"]["unlabeled_mix_ratio"] = 0.5
+    assert load_params(write(tmp_path, data)).study.n_per_class == [8, 32]
+
+
+def test_a_budget_run_gets_its_budget_and_its_stage_params(monkeypatch):
+    monkeypatch.chdir(REPO)
+    seen = []
+    run_stage("doc", lambda params, variant, seed, setting, budget: seen.append((variant, seed, setting, budget)),
+              "finetune", ["--variant", "baseline", "--seed", "3", "--n-per-class", "8"], study=True)
+    run_stage("doc", lambda params, variant, seed, setting, budget: seen.append((variant, seed, setting, budget)),
+              "evaluate", ["--variant", "tfidf", "--seed", "3", "--n-per-class", "8"], study=True)  # a floor: seeded
+    assert seen == [("baseline", 3, None, 8), ("tfidf", 3, None, 8)]
+    drawn = []
+    run_stage("doc", lambda params, budget, seed: drawn.append((budget, seed, params.study.true_few_shot)),
+              "prepare", ["--n-per-class", "8", "--seed", "3"], budget=True)
+    assert drawn == [(8, 3, False)]
+    view = stage_params(load_params(), "prepare", budget=True)
+    with pytest.raises(AttributeError, match="study_budget_prepare"):  # it reads study.true_few_shot alone
+        _ = view.data
+
+
+@pytest.mark.parametrize("module, argv, budget_only", [
+    ("finetune", ["--n-per-class", "8"], False),  # no variant
+    ("finetune", ["--variant", "spt", "--n-per-class", "8"], False),  # no seed
+    ("finetune", ["--variant", "spt", "--seed", "1", "--n-per-class", "0"], False),
+    ("finetune", ["--variant", "spt", "--seed", "1", "--n-per-class", "8", "--weighting", "fixed", "--lambda", "2"],
+     False),  # the sweep does not run per budget
+    ("prepare", ["--n-per-class", "8"], True),  # no seed
+    ("prepare", ["--seed", "8"], True),
+])
+def test_bad_budget_flags_stop_with_usage(module, argv, budget_only, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_stage("doc", lambda *args: None, module, argv, study=not budget_only, budget=budget_only)
+    assert stop.value.code == 2 and "error:" in capsys.readouterr().err
+
+
+def test_help_names_the_budget_flag():
+    import subprocess
+    import sys
+
+    for module in ("prepare", "pretrain_sup", "finetune", "evaluate"):
+        result = subprocess.run([sys.executable, "-m", f"stages.{module}", "--help"], cwd=REPO, capture_output=True,
+                                text=True, check=True)
+        assert "--n-per-class N" in result.stdout and "label-budget curve" in result.stdout
+
+
+# --- drawing the labels, and the mixture pretrain_sup trains on
+
+
+def test_a_budget_draws_its_labels_from_the_prepared_train_split(tiny_repo, monkeypatch):
+    import datasets
+
+    from stages import prepare
+
+    from .test_prepare import run_prepare
+
+    run_prepare(tiny_repo, monkeypatch)
+    full = datasets.load_from_disk(str(paths.LABELED))
+    params = load_params()
+    prepare.main(stage_params(params, "prepare", budget=True), 3, 7)
+    drawn = datasets.load_from_disk(str(paths.labeled_dir(3, 7)))
+    assert sorted(drawn["train"]["label"]) == [0, 0, 0, 1, 1, 1]
+    assert set(drawn["train"]["text"]) <= set(full["train"]["text"])
+    assert drawn["validation"]["text"] == full["validation"]["text"]  # true_few_shot: false
+    assert "test" not in drawn  # every budget is scored on data/processed's test split
+    report = json.loads((paths.budget_dir(3, 7) / "budget.json").read_text())
+    assert report["train"] == {"rows": 6, "of": len(full["train"])}
+    assert report["class_balance"]["train"] == {"fresh": 3, "rotten": 3}
+    first = {p.name: p.read_bytes() for p in paths.budget_dir(3, 7).rglob("*") if p.is_file()}
+    prepare.main(stage_params(params, "prepare", budget=True), 3, 7)  # the same seed: the same bytes
+    assert {p.name: p.read_bytes() for p in paths.budget_dir(3, 7).rglob("*") if p.is_file()} == first
+    prepare.main(stage_params(params, "prepare", budget=True), 3, 8)  # another seed: other labels
+    assert datasets.load_from_disk(str(paths.labeled_dir(3, 8)))["train"]["text"] != drawn["train"]["text"]
+
+    data = yaml.safe_load(open("params.yaml"))
+    data["study"]["true_few_shot"] = True
+    yaml.safe_dump(data, open("params.yaml", "w"))
+    prepare.main(stage_params(load_params(), "prepare", budget=True), 3, 7)
+    capped = datasets.load_from_disk(str(paths.labeled_dir(3, 7)))
+    assert sorted(capped["validation"]["label"]) == [0, 0, 0, 1, 1, 1]
+    assert capped["train"]["text"] == drawn["train"]["text"]
+
+    from stages.common.errors import DataError
+
+    with pytest.raises(DataError, match=r"study.n_per_class = 100000 but the training split holds only"):
+        prepare.main(stage_params(load_params(), "prepare", budget=True), 100000, 7)
+    assert not paths.budget_dir(100000, 7).exists()  # nothing half-written
+
+
+def test_a_few_labels_cycle_among_all_the_unlabeled_text():
+    """With 4 labeled texts and 40 corpus blocks, the mixture reads every block (not the handful that
+    would come before the labels ran out) and repeats the labeled texts."""
+    import datasets
+
+    from stages.pretrain_sup import training_mixture
+
+    labeled = datasets.Dataset.from_dict({"input_ids": [[1, i] for i in range(4)], "label": [0, 1, 0, 1]})
+    corpus = datasets.Dataset.from_dict({"input_ids": [[2, i] for i in range(40)]})
+    mixture = training_mixture(labeled, corpus, 0.5, seed=0)
+    rows = mixture["input_ids"]
+    assert {tuple(row) for row in rows if row[0] == 2} == {(2, i) for i in range(40)}
+    assert sum(row[0] == 1 for row in rows) > 4  # cycled
+    assert set(mixture["label"]) == {0, 1, -100} and mixture["example_id"] == list(range(len(mixture)))
+
+
+# --- compare's curve
+
+
+def write_floor(root, run: str, validation: float, predicted: list[str]) -> None:
+    write_test_outputs(root, run, predicted, ACTUAL)
+    file = root / paths.metrics_file("evaluate", run)
+    scores = json.loads(file.read_text())
+    write_json(file, {**scores, "c": 1.0, "validation_macro_f1": {"0.1": 0.0, "1": validation}})
+
+
+@pytest.fixture
+def curve(tmp_path, monkeypatch):
+    """A repository root with the study's runs (seeds 1 and 2) and a label-budget curve at 4 and 16 labels."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
+    params["study"].update(seeds=SEEDS, n_per_class=BUDGETS, bootstrap_samples=200,
+                           matched_baselines=["baseline_flops"])
+    params["floors"]["variants"] = ["tfidf"]
+    params["tracking"].update(uri="http://127.0.0.1:9", required=False)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
+    for name in ("labeled.csv", "unlabeled.txt"):
+        (tmp_path / "data" / "tiny").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "data" / "tiny" / name).touch()
+    monkeypatch.chdir(tmp_path)
+    write_json(tmp_path / "reports/prepare.json", {"class_balance": {"train": {"fresh": 300, "rotten": 200}}})
+    for budget, scores in VALIDATION.items():
+        for index, seed in enumerate(SEEDS):
+            # the two seeds straddle the mean by 0.05 (exact in binary halves of the means above: no tie moves)
+            for number, arm in enumerate(ARMS):
+                write_run(tmp_path, paths.study_run_name(arm, seed, budget=budget), scores[arm] + (index - 0.5) / 10,
+                          predictions(1000 * (budget or 1) + 10 * number + seed), ACTUAL, arm in ("spt", "tapt"))
+            if budget is not None:
+                write_floor(tmp_path, paths.study_run_name("tfidf", seed, budget=budget), scores["tfidf"],
+                            predictions(7000 * budget + seed))
+        if budget is None:
+            write_floor(tmp_path, "tfidf", scores["tfidf"], predictions(99))
+    return tmp_path
+
+
+def run_compare(root):
+    from stages import compare as stage
+
+    with pytest.warns(UserWarning, match="continuing without MLflow"):
+        run_stage(stage.__doc__, stage.main, "compare", [])
+    return json.loads((root / "metrics/compare.json").read_text()), (root / "reports/compare.md").read_text()
+
+
+def test_every_budget_is_a_point_and_the_best_other_is_chosen_on_validation(curve):
+    summary, report = run_compare(curve)
+    points = summary["label_budget"]["points"]
+    assert [p["n_per_class"] for p in points] == [4, 16, None]
+    assert [p["labels_per_class"] for p in points] == [4.0, 16.0, 250.0]  # the full set: 500 labels, 2 classes
+    assert [p["best_other"] for p in points] == [BEST_OTHER[4], BEST_OTHER[16], BEST_OTHER[None]]
+    for point in points:
+        budget = point["n_per_class"]
+        assert sorted(point["scores"]) == sorted([*ARMS, "tfidf"]) and point["scores"]["tfidf"]["floor"] is True
+        for name, row in point["scores"].items():
+            assert row["val_macro_f1_mean"] == pytest.approx(VALIDATION[budget][name])
+            runs = [paths.study_run_name(name, seed, budget=budget) for seed in SEEDS] if budget or name != "tfidf" \
+                else ["tfidf"]
+            tests = [json.loads((curve / paths.metrics_file("evaluate", run)).read_text())["accuracy"] for run in runs]
+            assert row["accuracy"]["mean"] == pytest.approx(np.mean(tests))
+            assert row["accuracy"]["low"] <= row["accuracy"]["mean"] <= row["accuracy"]["high"]
+        assert point["spt_minus_best_other"] == point["differences"][f"spt_minus_{point['best_other']}"]
+        assert sorted(point["differences"]) == sorted(f"spt_minus_{name}" for name in [*ARMS[1:], "tfidf"])
+    # the full set's point is the study's own runs: the same differences as the study's table
+    assert points[-1]["differences"]["spt_minus_baseline"] == summary["differences"]["spt_minus_baseline"]
+    section = report[report.index("## Scarce labels: test accuracy against labels per class"):]
+    rows = [line for line in section.splitlines() if line.startswith("| 4 |") or line.startswith("| all (≈250) |")]
+    assert len(rows) == 2 and rows[0].split(" | ")[-2] == "baseline"
+    assert "With 16 labels per class" in section and "label_budget.png" in section
+    assert (curve / "reports/label_budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_best_other_never_looks_at_test_labels(curve):
+    """Permute the test labels of every run: the best other arm per budget stays, its test score moves."""
+    before, _ = run_compare(curve)
+    permuted = list(ACTUAL)
+    random.Random(0).shuffle(permuted)
+    for file in curve.glob("plots/study/*/evaluate/confusion.csv"):
+        rows = file.read_text().splitlines()[1:]
+        run = file.parent.parent.name
+        metrics = json.loads((curve / paths.metrics_file("evaluate", run)).read_text())
+        write_test_outputs(curve, run, [row.split(",")[1] for row in rows], permuted)
+        if "c" in metrics:  # a floor keeps its validation scores
+            scores = json.loads((curve / paths.metrics_file("evaluate", run)).read_text())
+            write_json(curve / paths.metrics_file("evaluate", run), {**metrics, **scores})
+    after, _ = run_compare(curve)
+    assert [p["best_other"] for p in after["label_budget"]["points"]] == \
+        [p["best_other"] for p in before["label_budget"]["points"]]
+    assert [p["scores"]["spt"]["accuracy"] for p in after["label_budget"]["points"]] != \
+        [p["scores"]["spt"]["accuracy"] for p in before["label_budget"]["points"]]
+
+
+def test_a_missing_budget_run_is_named(curve, capsys):
+    (curve / paths.metrics_file("evaluate", "tapt-n16-2")).unlink()
+    with pytest.raises(SystemExit) as stop:
+        run_compare(curve)
+    assert stop.value.code == 2 and "study run tapt-n16-2 is incomplete" in capsys.readouterr().err
+
+
+def test_without_budgets_the_figure_shows_the_full_set(curve):
+    data = yaml.safe_load(open("params.yaml"))
+    data["study"]["n_per_class"] = []
+    yaml.safe_dump(data, open("params.yaml", "w"))
+    summary, report = run_compare(curve)
+    assert [p["n_per_class"] for p in summary["label_budget"]["points"]] == [None]
+    assert "| all (≈250) |" in report and (curve / "reports/label_budget.png").is_file()
