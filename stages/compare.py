@@ -116,12 +116,25 @@ def choose(scores: list[list[float]]) -> int:
     return means.index(max(means))
 
 
+def plateau_exits(candidates: list[Candidate], seeds: list[int]) -> list[list[int | None]]:
+    """pretrain_sup's first logging step off the majority-class plateau per candidate and seed (None: never; a run
+    written before the metric existed: None too). Training-side only, never a test output."""
+    def exit_step(run: str) -> int | None:
+        file = paths.metrics_file("pretrain_sup", run)
+        return json.loads(file.read_text()).get("plateau_exit_step") if file.is_file() else None
+
+    return [[exit_step(candidate.run(seed)) for seed in seeds] for candidate in candidates]
+
+
 def selection_summary(candidates: list[Candidate], seeds: list[int], scores: list[list[float]], chosen: int) -> dict:
-    """The choice as data (metrics/compare.json ``selection``): every candidate's validation scores and the winner."""
+    """The choice as data (metrics/compare.json ``selection``): every candidate's validation scores and the winner,
+    and how soon each one's classifier left the majority-class plateau in pretrain_sup."""
+    exits = plateau_exits(candidates, seeds)
     rows = [{"weighting": c.setting.weighting, "lambda": c.setting.lambda_, "spt_arm": c.own, "run": c.run("<seed>"),
              "runs": [c.run(seed) for seed in seeds], "val_macro_f1_mean": seed_mean(row),
-             "val_macro_f1_std": spread(row), "val_macro_f1_per_seed": row, "chosen": index == chosen}
-            for index, (c, row) in enumerate(zip(candidates, scores))]
+             "val_macro_f1_std": spread(row), "val_macro_f1_per_seed": row, "plateau_exit_steps": exit_steps,
+             "chosen": index == chosen}
+            for index, (c, row, exit_steps) in enumerate(zip(candidates, scores, exits))]
     return {"criterion": "highest mean over seeds of finetune's best validation macro-F1 (metrics/study/<run>/"
                          "finetune.json: val_macro_f1); ties: the spt arm's own setting, then the order listed",
             "chosen": {key: rows[chosen][key] for key in ("weighting", "lambda", "spt_arm", "run", "runs",
@@ -370,14 +383,18 @@ def selection_report(summary: dict) -> list[str]:
              "seed. Score: finetune's best validation macro-F1 (the checkpoint it keeps), mean over seeds; the "
              "highest wins, ties go to the spt arm's own setting, then the order listed. The choice was made from "
              "these validation scores alone: no test output of any candidate was read before it, and none of a "
-             "candidate that lost.", "",
-             f"| weighting | λ | validation macro-F1 | per seed ({' / '.join(map(str, seeds))}) | runs | chosen |",
-             "|---|---|---|---|---|---|"]
+             "candidate that lost. The step off the plateau is pretrain_sup's first logging step whose L_supervised "
+             "fell below 90% of the entropy of the training labels (the loss of predicting the class shares): how "
+             "soon that weighting let the classifier learn from the text.", "",
+             f"| weighting | λ | validation macro-F1 | per seed ({' / '.join(map(str, seeds))}) | "
+             "pretrain_sup step off the plateau (per seed) | runs | chosen |",
+             "|---|---|---|---|---|---|---|"]
     for row in selection["candidates"]:
         own = " (spt arm)" if row["spt_arm"] else ""
         per_seed = " / ".join(f"{value * 100:.2f}" for value in row["val_macro_f1_per_seed"])
+        exits = " / ".join("never" if step is None else str(step) for step in row.get("plateau_exit_steps", []))
         lines.append(f"| {row['weighting']}{own} | {row['lambda']:g} | "
-                     f"{_mean_std(row['val_macro_f1_mean'], row['val_macro_f1_std'])} | {per_seed} | "
+                     f"{_mean_std(row['val_macro_f1_mean'], row['val_macro_f1_std'])} | {per_seed} | {exits} | "
                      f"`{row['run']}` | {'**chosen**' if row['chosen'] else ''} |")
     lines += ["", f"Chosen: {_setting(chosen)}, validation macro-F1 {chosen['val_macro_f1_mean'] * 100:.2f}; "
                   f"its test accuracy is {_mean_std(spt['accuracy_mean'], spt['accuracy_std'])} (macro-F1 "

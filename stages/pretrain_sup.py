@@ -5,7 +5,8 @@ Reads:  models/pretrain_unsup/ (the encoder, its pooler and MLM head), data/proc
 Writes: models/pretrain_sup/ (one encoder, two heads: loads as the architecture's
         ...ForSequenceClassification or ...ForMaskedLM with plain transformers),
         metrics/pretrain_sup.json (validation accuracy and macro-F1 of the classifier head, final
-        losses and weights), plots/pretrain_sup/ (L_mlm, L_supervised, lambda(t) and their sum per
+        losses and weights, plateau_exit_step: the first logging step at which L_supervised fell below
+        90% of the class entropy, i.e. the classifier left the majority-class plateau), plots/pretrain_sup/ (L_mlm, L_supervised, lambda(t) and their sum per
         step; the gradients of both losses on the encoder, their cosine and the effective weights),
         checkpoints/pretrain_sup/ (resume).
 Params: seed, runtime, pretrain_sup.
@@ -40,6 +41,8 @@ PLOTS = {"loss": ["loss", "loss_mlm", "loss_supervised", "learning_rate", "flops
          # why a lambda works or fails: the two gradients on the encoder and the weights applied
          "weighting": ["grad_norm_mlm", "grad_norm_supervised", "grad_cosine", "weight_mlm", "weight_supervised"]}
 INIT = "pretrain_unsup"
+# The classifier has left the majority-class plateau once L_supervised is below this share of the class entropy
+PLATEAU_FRACTION = 0.9
 
 
 def training_mixture(labeled, corpus, mix_ratio: float, seed: int):
@@ -60,6 +63,20 @@ def training_mixture(labeled, corpus, mix_ratio: float, seed: int):
         labeled = datasets.interleave_datasets([labeled, unlabeled], probabilities=[1 - mix_ratio, mix_ratio],
                                                seed=seed, stopping_strategy="all_exhausted")
     return labeled.add_column("example_id", list(range(len(labeled))))
+
+
+def plateau_exit_step(rows: list[dict], labels: list[int], fraction: float = PLATEAU_FRACTION) -> int | None:
+    """The first logging step at which L_supervised (its mean over the logging window) fell below ``fraction`` of
+    the entropy of the training labels' class distribution: the cross-entropy of always predicting that
+    distribution, the majority-class plateau a classifier sits on before it learns anything from the text.
+    None when it never did within the run (or the classifier did not train: lambda = 0)."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(labels, dtype=int))
+    shares = counts[counts > 0] / counts.sum()
+    threshold = fraction * float(-(shares * np.log(shares)).sum())
+    return next((int(row["step"]) for row in rows if row.get("loss_supervised") is not None
+                 and row.get("lambda", 1.0) > 0 and row["loss_supervised"] < threshold), None)
 
 
 def study_settings(params, variant: str | None, seed: int | None, setting: paths.SweepSetting | None = None):
@@ -154,6 +171,9 @@ def main(params, variant: str | None = None, seed: int | None = None,
             **{f"{key}_last": last_logged(run.history.rows, key)
                for key in ("loss", "loss_mlm", "loss_supervised", "lambda", "weight_mlm", "weight_supervised")},
             **({"learned_log_variance": trainer.learned_log_variance} if trainer.learned_log_variance else {}),
+            # how soon the classifier learned anything: the first logging step below the plateau (null: never)
+            "plateau_exit_step": plateau_exit_step(run.history.rows, splits["train"]["label"]) if cfg.lambda_ > 0
+            else None,
             "train_examples": len(train),
             "steps": trainer.state.global_step,
             "flops": trainer.state.total_flos,  # counted on the real batches (StageTrainer)

@@ -32,6 +32,18 @@ def run_command(cwd: Path, *command: str, check: bool = True) -> subprocess.Comp
     return result
 
 
+@pytest.fixture(autouse=True)
+def mlflow_uri_restored():
+    """mlflow.set_tracking_uri exports $MLFLOW_TRACKING_URI; a test that tracks to a store of its own must not leave it
+    behind for the tests after it (monkeypatch.delenv of an unset variable does not undo a later set)."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("tiny-data")

@@ -264,3 +264,20 @@ def test_without_budgets_the_figure_shows_the_full_set(curve):
     summary, report = run_compare(curve)
     assert [p["n_per_class"] for p in summary["label_budget"]["points"]] == [None]
     assert "| all (≈250) |" in report and (curve / "reports/label_budget.png").is_file()
+
+
+# --- how soon the classifier leaves the majority-class plateau (pretrain_sup's plateau_exit_step)
+
+
+def test_the_plateau_exit_is_the_first_step_below_the_class_entropy():
+    from stages.pretrain_sup import plateau_exit_step
+
+    balanced = [0, 1] * 10  # entropy ln 2 = 0.693: the plateau ends below 0.9 x 0.693 = 0.624
+    rows = [{"step": 5, "loss_supervised": 0.70, "lambda": 1.0}, {"step": 10, "loss_supervised": 0.63, "lambda": 1.0},
+            {"step": 12, "loss": 3.0}, {"step": 15, "loss_supervised": 0.60, "lambda": 1.0},
+            {"step": 20, "loss_supervised": 0.2, "lambda": 1.0}]
+    assert plateau_exit_step(rows, balanced) == 15
+    assert plateau_exit_step(rows[:3], balanced) is None  # never within the run
+    # 90/10 labels: predicting the shares already gives 0.325, so 0.60 is still the plateau
+    assert plateau_exit_step(rows, [0] * 18 + [1] * 2) == 20
+    assert plateau_exit_step([{**row, "lambda": 0.0} for row in rows], balanced) is None  # no classifier trained

@@ -128,6 +128,9 @@ def selection_table(report: str) -> list[str]:
 
 
 def test_the_best_mean_validation_score_stands_in_as_spt(study):
+    for seed, step in zip(SEEDS, (4, 2)):  # how soon the winner's classifier left the plateau in pretrain_sup
+        file = study / paths.metrics_file("pretrain_sup", f"{WINNER}-{seed}")
+        write_json(file, {**json.loads(file.read_text()), "plateau_exit_step": step})
     summary, report = compare(study)
     selection = summary["selection"]
     assert [(c["weighting"], c["lambda"], c["spt_arm"], c["chosen"]) for c in selection["candidates"]] == [
@@ -144,10 +147,11 @@ def test_the_best_mean_validation_score_stands_in_as_spt(study):
     assert "**spt** below is the setting chosen on validation: weighting normalized, λ = 0.5" in report
     rows = selection_table(report)
     assert rows[2:] == [
-        "| fixed (spt arm) | 1 | 68.75 ± 8.84 | 62.50 / 75.00 | `spt-<seed>` |  |",
-        "| fixed | 0.5 | 68.75 ± 8.84 | 75.00 / 62.50 | `spt-fixed-l0.5-<seed>` |  |",
-        "| normalized | 0.5 | 81.25 ± 8.84 | 87.50 / 75.00 | `spt-normalized-l0.5-<seed>` | **chosen** |",
-        "| normalized | 1 | 81.25 ± 0.00 | 81.25 / 81.25 | `spt-normalized-l1.0-<seed>` |  |"]
+        "| fixed (spt arm) | 1 | 68.75 ± 8.84 | 62.50 / 75.00 | never / never | `spt-<seed>` |  |",
+        "| fixed | 0.5 | 68.75 ± 8.84 | 75.00 / 62.50 | never / never | `spt-fixed-l0.5-<seed>` |  |",
+        "| normalized | 0.5 | 81.25 ± 8.84 | 87.50 / 75.00 | 4 / 2 | `spt-normalized-l0.5-<seed>` | **chosen** |",
+        "| normalized | 1 | 81.25 ± 0.00 | 81.25 / 81.25 | never / never | `spt-normalized-l1.0-<seed>` |  |"]
+    assert selection["candidates"][2]["plateau_exit_steps"] == [4, 2]
     assert f"its test accuracy is {summary['variants']['spt']['accuracy_mean'] * 100:.2f}" in report
     assert "baseline_flops match the spt arm's own pretraining" in report  # not the chosen setting's
     assert (study / "reports/compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
