@@ -6,8 +6,9 @@ Writes: models/pretrain_sup/ (one encoder, two heads: loads as the architecture'
         ...ForSequenceClassification or ...ForMaskedLM with plain transformers),
         metrics/pretrain_sup.json (validation accuracy and macro-F1 of the classifier head, final
         losses and weights, plateau_exit_step: the first logging step at which L_supervised fell below
-        90% of the class entropy, i.e. the classifier left the majority-class plateau), plots/pretrain_sup/ (L_mlm, L_supervised, lambda(t) and their sum per
-        step; the gradients of both losses on the encoder, their cosine and the effective weights),
+        90% of the class entropy, i.e. the classifier left the majority-class plateau),
+        plots/pretrain_sup/ (L_mlm, L_supervised, lambda(t) and their sum per step; the gradients
+        of both losses on the encoder, their cosine and the effective weights),
         checkpoints/pretrain_sup/ (resume).
 Params: seed, runtime, pretrain_sup.
 

@@ -4,6 +4,7 @@ keeps the other train texts as masked-LM text, and compare's curve on constructe
 import json
 import random
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -281,3 +282,31 @@ def test_the_plateau_exit_is_the_first_step_below_the_class_entropy():
     # 90/10 labels: predicting the shares already gives 0.325, so 0.60 is still the plateau
     assert plateau_exit_step(rows, [0] * 18 + [1] * 2) == 20
     assert plateau_exit_step([{**row, "lambda": 0.0} for row in rows], balanced) is None  # no classifier trained
+
+
+def test_batches_of_unlabeled_text_alone_do_not_dilute_the_logged_supervised_loss():
+    """Length-grouped batches keep the corpus blocks apart from the labeled texts: a step without labels has an
+    L_supervised of zero by construction, which must not enter the logged mean (nor the plateau step)."""
+    import torch
+
+    from stages.common.trainers import JointLossTrainer
+
+    class Model:  # returns the given losses; compute_loss reads nothing else of it
+        training = True
+        cls_loss = 0.0
+
+        def __call__(self, **inputs):
+            return SimpleNamespace(mlm_loss=torch.tensor(5.0), cls_loss=torch.tensor(self.cls_loss), logits=None)
+
+    trainer = JointLossTrainer.__new__(JointLossTrainer)  # the bookkeeping alone: no data, no training
+    trainer._sums = {"loss_mlm": 0.0, "loss_supervised": 0.0, "lambda": 0.0}
+    trainer._count = trainer._labeled_count = 0
+    trainer._split = None
+    trainer.current_lambda = lambda: 1.0
+    trainer.weighted_loss = lambda mlm, cls, lam: (mlm + cls, (1.0, lam))
+    model = Model()
+    for labels, cls_loss in (([0, 1], 0.6), ([-100, -100], 0.0), ([1, -100], 0.4)):
+        model.cls_loss = cls_loss
+        trainer.compute_loss(model, {"labels": torch.tensor(labels), "input_ids": torch.zeros(2, 3)})
+    assert trainer._count == 3 and trainer._labeled_count == 2
+    assert trainer._sums["loss_supervised"] / trainer._labeled_count == pytest.approx(0.5)  # not 1.0 / 3

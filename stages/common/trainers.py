@@ -31,6 +31,7 @@ from stages.common.losses import (
     uncertainty_loss,
     uncertainty_weights,
 )
+from stages.common.model import IGNORE_INDEX
 from stages.common.outputs import atomic_output
 
 
@@ -230,6 +231,7 @@ class JointLossTrainer(StageTrainer):
         self.learned_log_variance: list[float] | None = None
         self._sums = {"loss_mlm": 0.0, "loss_supervised": 0.0, "lambda": 0.0}
         self._count = 0
+        self._labeled_count = 0  # micro-batches with a labeled row: L_supervised is their mean, not the zeros between
         self._weight_sums = {"weight_mlm": 0.0, "weight_supervised": 0.0}
         self._weight_steps = 0
         self._step_weights = (1.0, 0.0)
@@ -272,7 +274,10 @@ class JointLossTrainer(StageTrainer):
             if self._split is not None:
                 self._measure_gradients(outputs.mlm_loss, outputs.cls_loss)
             self._sums["loss_mlm"] += float(outputs.mlm_loss.detach())
-            self._sums["loss_supervised"] += float(outputs.cls_loss.detach())
+            # a batch of unlabeled corpus text alone (unlabeled_mix_ratio) has no L_supervised: its zero is no loss
+            if bool((inputs["labels"] != IGNORE_INDEX).any()):
+                self._sums["loss_supervised"] += float(outputs.cls_loss.detach())
+                self._labeled_count += 1
             self._sums["lambda"] += lam
             self._count += 1
         return (loss, {"logits": outputs.logits}) if return_outputs else loss
@@ -391,10 +396,13 @@ class JointLossTrainer(StageTrainer):
         if "loss" in logs and self._count:
             # Every process logs at the same steps: average the parts over processes, as the Trainer
             # does for the total, so they describe the global batch and not rank 0's share of it.
-            means = torch.tensor([value / self._count for value in self._sums.values()], device=self.args.device)
-            logs.update(zip(self._sums, self.accelerator.reduce(means, reduction="mean").tolist()))
+            counts = {"loss_supervised": self._labeled_count}
+            means = torch.tensor([value / counts.get(key, self._count) if counts.get(key, self._count) else math.nan
+                                  for key, value in self._sums.items()], device=self.args.device)
+            logs.update((key, value) for key, value in zip(self._sums, self.accelerator.reduce(
+                means, reduction="mean").tolist()) if not math.isnan(value))  # no labeled batch: not logged
             self._sums = dict.fromkeys(self._sums, 0.0)
-            self._count = 0
+            self._count = self._labeled_count = 0
             # the same on every process: weights follow lambda(t) and the (averaged) gradients
             logs.update({key: value / max(self._weight_steps, 1) for key, value in self._weight_sums.items()})
             self._weight_sums = dict.fromkeys(self._weight_sums, 0.0)
