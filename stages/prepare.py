@@ -17,8 +17,8 @@ caps validation to the same budget. Outputs appear only when complete.
 As a budget of the label-budget curve (`--n-per-class N --seed S`, the study_budget_prepare stage,
 study.n_per_class x study.seeds) it reads data/processed and writes data/budgets/nN-S/: N training labels
 per class drawn with seed S from the prepared train split (validation capped alike with
-study.true_few_shot), and budget.json saying what was drawn. The other train texts are in the masked-LM
-corpus already; the test split stays data/processed's.
+study.true_few_shot), the other train rows as the split "unlabeled" (pretrain_sup's masked-LM text; their
+labels are never read), and budget.json saying what was drawn. The test split stays data/processed's.
 """
 
 from __future__ import annotations
@@ -218,7 +218,8 @@ def write_plots(report: dict, directory: Path) -> None:
 
 def draw_budget(params, budget: int, seed: int) -> None:
     """data/budgets/n<budget>-<seed>: ``budget`` labels per class of the prepared train split (and validation, with
-    study.true_few_shot), drawn with ``seed``; the row order of data/processed is kept."""
+    study.true_few_shot), drawn with ``seed``, and the other train rows ("unlabeled"); data/processed's row order
+    is kept."""
     import datasets
 
     from stages.common.tokenization import save_dataset
@@ -231,15 +232,21 @@ def draw_budget(params, budget: int, seed: int) -> None:
         kept = sample_per_class(frame, budget, seed, "training" if name == "train" else name, "study.n_per_class",
                                 "study.true_few_shot")
         drawn[name] = splits[name].select(kept["row"].tolist())
+        if name == "train":
+            drawn_rows = kept["row"].tolist()
         rows[name] = {"rows": len(kept), "of": len(frame)}
     if "validation" not in drawn:
         drawn["validation"] = splits["validation"]
         rows["validation"] = {"rows": len(splits["validation"]), "of": len(splits["validation"])}
+    # the train rows not drawn: their texts stay masked-LM text in pretrain_sup, their labels are not used
+    labeled_rows = set(drawn_rows)
+    drawn["unlabeled"] = splits["train"].select([row for row in range(len(splits["train"])) if row not in labeled_rows])
     names = paths.label_names()
     report = {"n_per_class": budget, "seed": seed, "true_few_shot": params.study.true_few_shot, **rows,
+              "unlabeled_train_texts": len(drawn["unlabeled"]),
               "class_balance": {name: {names[label]: count for label, count in
                                        sorted(pd.Series(part["label"]).value_counts().items())}
-                                for name, part in drawn.items()}}
+                                for name, part in drawn.items() if name != "unlabeled"}}
     with atomic_output(paths.budget_dir(budget, seed)) as staging:
         staging.mkdir(parents=True)
         save_dataset(datasets.DatasetDict(drawn), staging / paths.LABELED.name)

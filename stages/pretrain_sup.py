@@ -20,9 +20,9 @@ As a setting of the sweep (`--variant spt --seed N --weighting W --lambda L`, th
 stage) it is the spt arm's run with pretrain_sup.weighting and pretrain_sup.lambda replaced by W and L,
 everything else equal, and writes to models/study/spt-W-lL-N/pretrain_sup/ (metrics and plots alike).
 As a run of the label-budget curve (`--variant spt|tapt --seed N --n-per-class B`, study_budget_pretrain)
-its labeled texts are data/budgets/nB-N's B per class, cycled, and the rest of each batch
-(unlabeled_mix_ratio, which the curve requires above 0) is corpus text, the other train texts included;
-it writes to models/study/<variant>-nB-N/pretrain_sup/.
+it trains on the task's train texts as the full set's run does, but only data/budgets/nB-N's B per class
+carry their labels: they make up study.labeled_share of the examples (cycled), the other train texts the
+rest, masked-LM only (task_mixture); it writes to models/study/<variant>-nB-N/pretrain_sup/.
 
 Every training example is masked for L_mlm; labeled train texts also carry their class for
 L_supervised, which by default (``supervised_input: clean``) reads the unmasked text, as finetuning
@@ -49,9 +49,7 @@ PLATEAU_FRACTION = 0.9
 def training_mixture(labeled, corpus, mix_ratio: float, seed: int):
     """Labeled train texts mixed with unlabeled blocks (label -100) at ``mix_ratio``, with example ids.
 
-    The mixture ends when both are used up, the smaller one cycled: one epoch is one pass over the larger
-    (a few labels, as on the label-budget curve, repeat among fresh unlabeled text rather than ending the
-    mixture with a handful of corpus blocks that every epoch would repeat).
+    The mixture ends when the labeled texts are used up, so one epoch is one pass over the labels.
     """
     import datasets
 
@@ -62,8 +60,26 @@ def training_mixture(labeled, corpus, mix_ratio: float, seed: int):
         unlabeled = corpus.select_columns(["input_ids"])
         unlabeled = unlabeled.add_column("label", [IGNORE_INDEX] * len(unlabeled)).cast(labeled.features)
         labeled = datasets.interleave_datasets([labeled, unlabeled], probabilities=[1 - mix_ratio, mix_ratio],
-                                               seed=seed, stopping_strategy="all_exhausted")
+                                               seed=seed, stopping_strategy="first_exhausted")
     return labeled.add_column("example_id", list(range(len(labeled))))
+
+
+def task_mixture(labeled, unlabeled, labeled_share: float, seed: int):
+    """A budget's train texts for pretrain_sup: its few labeled texts, cycled, as ``labeled_share`` of the examples,
+    and the other train texts without their labels (label -100: masked-LM only) as the rest. The mixture ends when
+    both have been read, so every other train text is read once per epoch, as in the full set's run, and the
+    labeled texts sit in most batches (the texts are alike in length: length grouping does not part them)."""
+    import datasets
+
+    from stages.common.model import IGNORE_INDEX
+
+    labeled = labeled.select_columns(["input_ids", "label"])
+    if labeled_share == 1 or len(unlabeled) == 0:
+        return labeled
+    unlabeled = unlabeled.select_columns(["input_ids"])
+    unlabeled = unlabeled.add_column("label", [IGNORE_INDEX] * len(unlabeled)).cast(labeled.features)
+    return datasets.interleave_datasets([labeled, unlabeled], probabilities=[labeled_share, 1 - labeled_share],
+                                        seed=seed, stopping_strategy="all_exhausted")
 
 
 def plateau_exit_step(rows: list[dict], labels: list[int], fraction: float = PLATEAU_FRACTION) -> int | None:
@@ -124,15 +140,17 @@ def main(params, variant: str | None = None, seed: int | None = None,
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
         splits = load_labeled(budget, seed)
-        train = training_mixture(splits["train"], datasets.load_from_disk(str(paths.CORPUS)),
-                                 cfg.unlabeled_mix_ratio, seed)
+        labeled = splits["train"] if budget is None else \
+            task_mixture(splits["train"], splits["unlabeled"], params.study.labeled_share, seed)
+        train = training_mixture(labeled, datasets.load_from_disk(str(paths.CORPUS)), cfg.unlabeled_mix_ratio, seed)
         validation = by_length(splits["validation"]).select_columns(["input_ids", "label"])  # pads little
         validation = validation.add_column("example_id", list(range(len(validation))))
         run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
                                               STAGE: section_dict(cfg)},
                              {"data": data_sha256(budget, seed), "init": init_hash},
                              {"train": len(splits["train"]), "validation": len(validation),
-                              **({"corpus": len(train) - len(splits["train"])} if cfg.unlabeled_mix_ratio else {})},
+                              **({"unlabeled": len(splits["unlabeled"])} if budget is not None else {}),
+                              **({"corpus": len(train) - len(labeled)} if cfg.unlabeled_mix_ratio else {})},
                              study_run,
                              # the setting this run trained with (a sweep's or tapt's, not params.yaml's)
                              tags={"study_run": study_run or "main", "weighting": cfg.weighting,

@@ -30,28 +30,28 @@ BEST_OTHER = {4: "baseline", 16: "tfidf", None: "baseline_flops"}
 # --- params and the command line
 
 
-@pytest.mark.parametrize("study, mix, expected", [
-    ({"n_per_class": [8, None]}, 0.5, "null (the full training set) is always the curve's last point"),
-    ({"n_per_class": [8, 8]}, 0.5, "study.n_per_class = [8, 8]: values must be distinct"),
-    ({"n_per_class": [0, 8]}, 0.5, "study.n_per_class.0 = 0: Input should be greater than 0"),
-    ({"n_per_class": [8, 32]}, 0.0, "pretrain_sup.unlabeled_mix_ratio is 0"),
-    ({"true_few_shot": "yes please"}, 0.5, "study.true_few_shot"),
+@pytest.mark.parametrize("study, expected", [
+    ({"n_per_class": [8, None]}, "null (the full training set) is always the curve's last point"),
+    ({"n_per_class": [8, 8]}, "study.n_per_class = [8, 8]: values must be distinct"),
+    ({"n_per_class": [0, 8]}, "study.n_per_class.0 = 0: Input should be greater than 0"),
+    ({"true_few_shot": "yes please"}, "study.true_few_shot"),
+    ({"labeled_share": 0}, "study.labeled_share = 0: Input should be greater than 0"),
+    ({"labeled_share": 1.5}, "study.labeled_share = 1.5: Input should be less than or equal to 1"),
 ])
-def test_budget_problems_are_named(tmp_path, monkeypatch, study, mix, expected):
+def test_budget_problems_are_named(tmp_path, monkeypatch, study, expected):
     monkeypatch.chdir(REPO)
     data = default_params()
     data["study"].update(study)
-    data["pretrain_sup"]["unlabeled_mix_ratio"] = mix
     message = str(pytest.raises(ConfigError, load_params, write(tmp_path, data)).value)
     assert expected in message and "problem" in message
 
 
-def test_no_budget_by_default_and_a_curve_with_unlabeled_text(tmp_path, monkeypatch):
+def test_no_budget_by_default(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
-    assert load_params().study.n_per_class == [] and load_params().study.true_few_shot is False
+    study = load_params().study
+    assert (study.n_per_class, study.true_few_shot, study.labeled_share) == ([], False, 0.5)
     data = default_params()
     data["study"]["n_per_class"] = [8, 32]
-    data["pretrain_sup"]["unlabeled_mix_ratio"] = 0.5
     assert load_params(write(tmp_path, data)).study.n_per_class == [8, 32]
 
 
@@ -114,16 +114,19 @@ def test_a_budget_draws_its_labels_from_the_prepared_train_split(tiny_repo, monk
     drawn = datasets.load_from_disk(str(paths.labeled_dir(3, 7)))
     assert sorted(drawn["train"]["label"]) == [0, 0, 0, 1, 1, 1]
     assert set(drawn["train"]["text"]) <= set(full["train"]["text"])
-    assert drawn["validation"]["text"] == full["validation"]["text"]  # true_few_shot: false
+    assert list(drawn["validation"]["text"]) == list(full["validation"]["text"])  # true_few_shot: false
     assert "test" not in drawn  # every budget is scored on data/processed's test split
+    # the other train rows: masked-LM text in pretrain_sup; together with the drawn ones, the train split
+    assert sorted([*drawn["unlabeled"]["text"], *drawn["train"]["text"]]) == sorted(full["train"]["text"])
     report = json.loads((paths.budget_dir(3, 7) / "budget.json").read_text())
     assert report["train"] == {"rows": 6, "of": len(full["train"])}
+    assert report["unlabeled_train_texts"] == len(full["train"]) - 6
     assert report["class_balance"]["train"] == {"fresh": 3, "rotten": 3}
     first = {p.name: p.read_bytes() for p in paths.budget_dir(3, 7).rglob("*") if p.is_file()}
     prepare.main(stage_params(params, "prepare", budget=True), 3, 7)  # the same seed: the same bytes
     assert {p.name: p.read_bytes() for p in paths.budget_dir(3, 7).rglob("*") if p.is_file()} == first
     prepare.main(stage_params(params, "prepare", budget=True), 3, 8)  # another seed: other labels
-    assert datasets.load_from_disk(str(paths.labeled_dir(3, 8)))["train"]["text"] != drawn["train"]["text"]
+    assert list(datasets.load_from_disk(str(paths.labeled_dir(3, 8)))["train"]["text"]) != list(drawn["train"]["text"])
 
     data = yaml.safe_load(open("params.yaml"))
     data["study"]["true_few_shot"] = True
@@ -131,7 +134,7 @@ def test_a_budget_draws_its_labels_from_the_prepared_train_split(tiny_repo, monk
     prepare.main(stage_params(load_params(), "prepare", budget=True), 3, 7)
     capped = datasets.load_from_disk(str(paths.labeled_dir(3, 7)))
     assert sorted(capped["validation"]["label"]) == [0, 0, 0, 1, 1, 1]
-    assert capped["train"]["text"] == drawn["train"]["text"]
+    assert list(capped["train"]["text"]) == list(drawn["train"]["text"])
 
     from stages.common.errors import DataError
 
@@ -140,20 +143,22 @@ def test_a_budget_draws_its_labels_from_the_prepared_train_split(tiny_repo, monk
     assert not paths.budget_dir(100000, 7).exists()  # nothing half-written
 
 
-def test_a_few_labels_cycle_among_all_the_unlabeled_text():
-    """With 4 labeled texts and 40 corpus blocks, the mixture reads every block (not the handful that
-    would come before the labels ran out) and repeats the labeled texts."""
+def test_a_few_labels_cycle_among_the_other_train_texts():
+    """With 4 labeled texts and 40 other train texts at labeled_share 0.5, the mixture reads every other text
+    once or more, without its label, and repeats the labeled ones; share 1: the labeled texts alone."""
     import datasets
 
-    from stages.pretrain_sup import training_mixture
+    from stages.pretrain_sup import task_mixture
 
     labeled = datasets.Dataset.from_dict({"input_ids": [[1, i] for i in range(4)], "label": [0, 1, 0, 1]})
-    corpus = datasets.Dataset.from_dict({"input_ids": [[2, i] for i in range(40)]})
-    mixture = training_mixture(labeled, corpus, 0.5, seed=0)
-    rows = mixture["input_ids"]
+    others = datasets.Dataset.from_dict({"input_ids": [[2, i] for i in range(40)], "label": [0, 1] * 20})
+    mixture = task_mixture(labeled, others, 0.5, seed=0)
+    rows, labels = mixture["input_ids"], mixture["label"]
     assert {tuple(row) for row in rows if row[0] == 2} == {(2, i) for i in range(40)}
+    assert {label for row, label in zip(rows, labels) if row[0] == 2} == {-100}  # their labels are never read
     assert sum(row[0] == 1 for row in rows) > 4  # cycled
-    assert set(mixture["label"]) == {0, 1, -100} and mixture["example_id"] == list(range(len(mixture)))
+    assert 0.3 < sum(row[0] == 1 for row in rows) / len(rows) < 0.7
+    assert task_mixture(labeled, others, 1.0, seed=0)["input_ids"] == labeled["input_ids"]
 
 
 # --- compare's curve

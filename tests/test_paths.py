@@ -159,9 +159,11 @@ def test_budget_stages_match_the_paths_module():
         assert (spec["matrix"]["n"], spec["matrix"]["seed"]) == ("${study.n_per_class}", "${study.seeds}")
         assert {paths.dvc_stage(module, variant, budget=True) for variant in
                 (paths.FLOOR_ARMS if stage == "study_budget_floors" else variants(spec))} == {stage}
-        # the same params as the study's stage of that variant: a budget changes the labels, nothing else
+        # the same params as the study's stage of that variant: a budget changes the labels, nothing else (but
+        # pretrain_sup reads how many of its examples are labeled)
         twin = paths.dvc_stage(module, paths.FLOOR_ARMS[0] if stage == "study_budget_floors" else variants(spec)[0])
-        assert spec["params"] == stages[twin]["params"]
+        extra = ["study.labeled_share"] if stage == "study_budget_pretrain" else []
+        assert spec["params"] == [*stages[twin]["params"], *extra]
         kinds = ([paths.model_dir, paths.checkpoint_dir, paths.plots_dir, paths.metrics_file] if module != "evaluate"
                  else [paths.plots_dir, paths.metrics_file])
         assert names(spec["outs"]) == [str(kind(module, run)) for kind in kinds]

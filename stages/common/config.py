@@ -398,6 +398,9 @@ class StudyConfig(Section):
     true_few_shot: bool = Field(
         False, description="the label-budget curve: cap validation to the budget per class too (what a user with "
         "that few labels would have to choose with)")
+    labeled_share: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.5, description="the label-budget curve: share of pretrain_sup's examples (spt and tapt alike) that are the "
+        "budget's labeled texts, cycled; the rest are the other train texts without their labels (1: labeled only)")
 
     _distinct = field_validator("seeds", "matched_baselines", "weightings", "lambdas", "n_per_class")(distinct_values)
 
@@ -471,8 +474,7 @@ class Params(Section):
     @model_validator(mode="after")
     def _sweep(self) -> Params:
         """The sweep's two axes go together, and no lambda of it lies below the lambda_min a schedule decays to
-        (the stage checks each setting again: PretrainSupConfig.swept); a label-budget curve needs unlabeled text
-        in pretrain_sup's batches."""
+        (the stage checks each setting again: PretrainSupConfig.swept)."""
         study, sup = self.study, self.pretrain_sup
         if bool(study.weightings) != bool(study.lambdas):
             given, missing = ("lambdas", "weightings") if study.lambdas else ("weightings", "lambdas")
@@ -482,12 +484,6 @@ class Params(Section):
                 "study.weightings x study.lambdas (one DVC matrix), and with an empty axis there is no pair, so "
                 f"nothing would be swept. To sweep {given} alone, give study.{missing} pretrain_sup's own value: "
                 f"-S 'study.{missing}=[{own}]' (or set both to [] for no sweep)")
-        if study.n_per_class and sup.unlabeled_mix_ratio == 0:
-            raise ValueError(
-                f"study.n_per_class = {study.n_per_class} but pretrain_sup.unlabeled_mix_ratio is 0: with a budget of "
-                "labels, spt's and tapt's masked-LM would read only the few labeled texts, and the other train texts "
-                "would be wasted; set pretrain_sup.unlabeled_mix_ratio above 0 (e.g. -S pretrain_sup."
-                "unlabeled_mix_ratio=0.5: half of each batch unlabeled text, the budget's labeled texts cycled)")
         if sup.lambda_schedule != "constant":
             low = [value for value in study.lambdas if value < sup.lambda_min]
             if low:
