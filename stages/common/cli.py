@@ -81,7 +81,9 @@ def run_stage(doc: str, body: Callable[..., None], stage: str, argv: list[str] |
         sweep.add_argument("--lambda", dest="lambda_", type=sweep_lambda, metavar="LAMBDA",
                            help="pretrain_sup.lambda for this run: a positive number, as written in study.lambdas")
     if study or budget:
-        parser.add_argument("--n-per-class", dest="budget", type=positive_int, metavar="N", help=BUDGET_HELP)
+        parser.add_argument("--n-per-class", dest="budget", type=positive_int, metavar="N",
+                            help=BUDGET_HELP if study else "draw N training labels per class for the label-budget "
+                            "curve (study.n_per_class) into data/budgets/n<N>-<seed>")
     if budget:
         parser.add_argument("--seed", type=int, help="the budget's seed: which labels are drawn (with --n-per-class)")
     args = parser.parse_args(argv)
