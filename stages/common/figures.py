@@ -138,7 +138,9 @@ def study_curves(runs: dict[str, list[dict]], path: Path, selection: dict | None
 def budget_curve(curve: dict, path: Path) -> Path:
     """The label-budget curve: test accuracy against training labels per class (log scale), one line per arm
     (solid) and floor (dashed) with 95% hierarchical intervals; beside it SPT minus the best other arm or floor
-    (chosen on validation) per budget. The full set is the last point (its x: the mean labels per class)."""
+    (chosen on validation) per budget, in accuracy and in macro-F1 (a classifier stuck on the majority class
+    scores well in the one and badly in the other). The full set is the last point (its x: the mean labels per
+    class)."""
     from stages.common.paths import FLOOR_ARMS
 
     points = curve["points"]
@@ -156,13 +158,18 @@ def budget_curve(curve: dict, path: Path) -> Path:
                             [(row["high"] - row["mean"]) * 100 for _, row in rows]],
                       color=color, marker="s" if floor else "o", linestyle="--" if floor else "-", capsize=3,
                       linewidth=2.2 if name == "spt" else 1.3, label=f"{name} (floor)" if floor else name)
-    diffs = [point["spt_minus_best_other"]["accuracy"] for point in points]
-    right.errorbar(x, [d["diff"] * 100 for d in diffs], yerr=[[(d["diff"] - d["low"]) * 100 for d in diffs],
-                                                               [(d["high"] - d["diff"]) * 100 for d in diffs]],
-                   color=f"C{STUDY_VARIANTS.index('spt')}", marker="o", capsize=4)
-    for xi, d, point in zip(x, diffs, points):
-        right.annotate(f"vs {point['best_other']}", (xi, d["high"] * 100), textcoords="offset points",
+    for metric, shift, style in (("accuracy", 0.97, "-"), ("macro_f1", 1.03, "--")):
+        diffs = [point["spt_minus_best_other"][metric] for point in points]
+        right.errorbar([xi * shift for xi in x], [d["diff"] * 100 for d in diffs],
+                       yerr=[[(d["diff"] - d["low"]) * 100 for d in diffs],
+                             [(d["high"] - d["diff"]) * 100 for d in diffs]],
+                       color=f"C{STUDY_VARIANTS.index('spt')}", marker="o" if metric == "accuracy" else "D",
+                       linestyle=style, capsize=4, label=metric.replace("_", "-"))
+    for xi, point in zip(x, points):
+        top = max(point["spt_minus_best_other"][metric]["high"] for metric in ("accuracy", "macro_f1"))
+        right.annotate(f"vs {point['best_other']}", (xi, top * 100), textcoords="offset points",
                        xytext=(0, 6), ha="center", fontsize="small")
+    right.legend(loc="lower right", fontsize="small")
     right.axhline(0, color="black", linewidth=0.8)
     right.margins(y=0.15)  # room for the labels above the intervals
     ticks = [f"{point['n_per_class']}" if point["n_per_class"] is not None else
@@ -177,8 +184,8 @@ def budget_curve(curve: dict, path: Path) -> Path:
     left.set_ylabel("test accuracy (%)")
     left.set_title("every arm and floor: mean over seeds, 95% interval (seeds, then test examples)", fontsize="medium")
     left.legend(loc="lower right", fontsize="small")
-    right.set_ylabel("accuracy difference (points)")
-    right.set_title("SPT − the best other recipe on validation, 95% interval", fontsize="medium")
+    right.set_ylabel("difference (points)")
+    right.set_title("SPT − the best other recipe on validation: accuracy, macro-F1 (95%)", fontsize="medium")
     figure.suptitle("Scarce labels: test accuracy against training labels per class")
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=100, metadata={"Software": None})
