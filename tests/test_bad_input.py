@@ -303,7 +303,7 @@ CASES = {
         "lower them")),
     "n_per_class_larger_than_class": Case(params(prepare__n_per_class=100000), "prepare", (
         "prepare.n_per_class = 100000 but the training split holds only", "'fresh': ", "'rotten': ",
-        "lower n_per_class")),
+        "lower prepare.n_per_class")),
     "params_not_yaml": Case(broken_yaml, "prepare", (
         "params.yaml: not valid YAML", f"line {SEED_LINE}, column 7", "Fix the YAML syntax at the line shown")),
 }
