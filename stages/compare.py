@@ -437,18 +437,16 @@ def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], n_per_cla
     others = [name for name in predictions if name != "spt"]
     best = max(others, key=lambda name: validation[name])  # ties: the first listed (max keeps the first)
 
-    def versus(other: str) -> dict:
-        return hierarchical_bootstrap(actual, predictions["spt"], predictions[other], len(names),
-                                      study.bootstrap_samples, seed, VERDICT_LEVEL)
-
+    differences = {f"spt_minus_{other}": hierarchical_bootstrap(
+        actual, predictions["spt"], predictions[other], len(names), study.bootstrap_samples, seed, VERDICT_LEVEL)
+        for other in others}
     return {"n_per_class": n_per_class, "labels_per_class": labels_per_class,
             "scores": {name: {**score_interval(actual, predictions[name], len(names), study.bootstrap_samples, seed,
                                                VERDICT_LEVEL), "val_macro_f1_mean": validation[name],
                               "floor": name not in runs} for name in predictions},
             "seeds_not_learning": {arm: [s for s, r in zip(study.seeds, arm_runs) if not_learning(r)]
                                    for arm, arm_runs in runs.items() if arm != "spt"},
-            "best_other": best, "spt_minus_best_other": versus(best),
-            "differences": {f"spt_minus_{other}": versus(other) for other in others}}
+            "best_other": best, "spt_minus_best_other": differences[f"spt_minus_{best}"], "differences": differences}
 
 
 def label_budget(full: tuple[dict, dict], budgets: dict[int, tuple[dict, dict]], train_per_class: float, study,

@@ -226,20 +226,15 @@ def draw_budget(params, budget: int, seed: int) -> None:
 
     splits = datasets.load_from_disk(str(paths.LABELED))
     names = ["train", "validation"] if params.study.true_few_shot else ["train"]
-    drawn, rows = {}, {}
+    kept = {name: list(range(len(splits[name]))) for name in ("train", "validation")}
     for name in names:
-        frame = pd.DataFrame({"label": splits[name]["label"], "row": range(len(splits[name]))})
-        kept = sample_per_class(frame, budget, seed, "training" if name == "train" else name, "study.n_per_class",
-                                "study.true_few_shot")
-        drawn[name] = splits[name].select(kept["row"].tolist())
-        if name == "train":
-            drawn_rows = kept["row"].tolist()
-        rows[name] = {"rows": len(kept), "of": len(frame)}
-    if "validation" not in drawn:
-        drawn["validation"] = splits["validation"]
-        rows["validation"] = {"rows": len(splits["validation"]), "of": len(splits["validation"])}
+        frame = pd.DataFrame({"label": splits[name]["label"], "row": kept[name]})
+        kept[name] = sample_per_class(frame, budget, seed, "training" if name == "train" else name,
+                                      "study.n_per_class", "study.true_few_shot")["row"].tolist()
+    drawn = {name: splits[name].select(rows) for name, rows in kept.items()}
+    rows = {name: {"rows": len(kept[name]), "of": len(splits[name])} for name in kept}
     # the train rows not drawn: their texts stay masked-LM text in pretrain_sup, their labels are not used
-    labeled_rows = set(drawn_rows)
+    labeled_rows = set(kept["train"])
     drawn["unlabeled"] = splits["train"].select([row for row in range(len(splits["train"])) if row not in labeled_rows])
     names = paths.label_names()
     report = {"n_per_class": budget, "seed": seed, "true_few_shot": params.study.true_few_shot, **rows,

@@ -51,16 +51,9 @@ def training_mixture(labeled, corpus, mix_ratio: float, seed: int):
 
     The mixture ends when the labeled texts are used up, so one epoch is one pass over the labels.
     """
-    import datasets
-
-    from stages.common.model import IGNORE_INDEX
-
     labeled = labeled.select_columns(["input_ids", "label"])
     if mix_ratio > 0:
-        unlabeled = corpus.select_columns(["input_ids"])
-        unlabeled = unlabeled.add_column("label", [IGNORE_INDEX] * len(unlabeled)).cast(labeled.features)
-        labeled = datasets.interleave_datasets([labeled, unlabeled], probabilities=[1 - mix_ratio, mix_ratio],
-                                               seed=seed, stopping_strategy="first_exhausted")
+        labeled = mix_unlabeled(labeled, corpus, mix_ratio, seed, "first_exhausted")
     return labeled.add_column("example_id", list(range(len(labeled))))
 
 
@@ -69,17 +62,23 @@ def task_mixture(labeled, unlabeled, labeled_share: float, seed: int):
     and the other train texts without their labels (label -100: masked-LM only) as the rest. The mixture ends when
     both have been read, so every other train text is read once per epoch, as in the full set's run, and the
     labeled texts sit in most batches (the texts are alike in length: length grouping does not part them)."""
+    labeled = labeled.select_columns(["input_ids", "label"])
+    if labeled_share == 1 or len(unlabeled) == 0:
+        return labeled
+    return mix_unlabeled(labeled, unlabeled, 1 - labeled_share, seed, "all_exhausted")
+
+
+def mix_unlabeled(labeled, unlabeled, unlabeled_share: float, seed: int, stopping_strategy: str):
+    """``labeled`` (input_ids, label) interleaved with ``unlabeled``'s input_ids, labeled -100 (masked-LM only), as
+    ``unlabeled_share`` of the examples; ``stopping_strategy`` as datasets.interleave_datasets takes it."""
     import datasets
 
     from stages.common.model import IGNORE_INDEX
 
-    labeled = labeled.select_columns(["input_ids", "label"])
-    if labeled_share == 1 or len(unlabeled) == 0:
-        return labeled
     unlabeled = unlabeled.select_columns(["input_ids"])
     unlabeled = unlabeled.add_column("label", [IGNORE_INDEX] * len(unlabeled)).cast(labeled.features)
-    return datasets.interleave_datasets([labeled, unlabeled], probabilities=[labeled_share, 1 - labeled_share],
-                                        seed=seed, stopping_strategy="all_exhausted")
+    return datasets.interleave_datasets([labeled, unlabeled], probabilities=[1 - unlabeled_share, unlabeled_share],
+                                        seed=seed, stopping_strategy=stopping_strategy)
 
 
 def plateau_exit_step(rows: list[dict], labels: list[int], fraction: float = PLATEAU_FRACTION) -> int | None:

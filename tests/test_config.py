@@ -208,7 +208,8 @@ def test_every_stage_gets_the_params_dvc_yaml_declares(monkeypatch):
         assert paths.declared_params(stage) == stages[stage]["params"]
 
 
-# The sweep (study.weightings x study.lambdas): every problem named with its key and how to fix it
+# The sweep (study.weightings x study.lambdas) and the label-budget curve: every problem named with its key
+# and how to fix it
 @pytest.mark.parametrize("study, expected", [
     ({"weightings": ["fixed"], "lambdas": [0.5, 0.5]}, "study.lambdas = [0.5, 0.5]: values must be distinct"),
     ({"weightings": ["fixed"], "lambdas": [1, 1.0]}, "values must be distinct"),  # one lambda, two spellings
@@ -219,8 +220,15 @@ def test_every_stage_gets_the_params_dvc_yaml_declares(monkeypatch):
                                                            "'normalized', 'uncertainty' or 'gradcos'"),
     ({"lambdas": [0.3, 1, 3]}, "study.lambdas = [0.3, 1, 3] but study.weightings is empty"),
     ({"weightings": ["fixed", "gradcos"]}, "study.weightings = ['fixed', 'gradcos'] but study.lambdas is empty"),
+    # the label-budget curve (study.n_per_class, tests/test_budget.py)
+    ({"n_per_class": [8, None]}, "null (the full training set) is always the curve's last point"),
+    ({"n_per_class": [8, 8]}, "study.n_per_class = [8, 8]: values must be distinct"),
+    ({"n_per_class": [0, 8]}, "study.n_per_class.0 = 0: Input should be greater than 0"),
+    ({"true_few_shot": "yes please"}, "study.true_few_shot"),
+    ({"labeled_share": 0}, "study.labeled_share = 0: Input should be greater than 0"),
+    ({"labeled_share": 1.5}, "study.labeled_share = 1.5: Input should be less than or equal to 1"),
 ])
-def test_sweep_problems_are_named(tmp_path, monkeypatch, study, expected):
+def test_study_problems_are_named(tmp_path, monkeypatch, study, expected):
     monkeypatch.chdir(REPO)
     data = default_params()
     data["study"].update(study)
