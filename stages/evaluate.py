@@ -171,7 +171,7 @@ def evaluate_floor(params, variant: str, budget: int | None = None, seed: int | 
         labeled = load_labeled(budget, seed)
         test = labeled["test"]
         tracker.log_datasets(paths.dataset_name(), data_sha256(budget, seed),
-                             {split: len(labeled[split]) for split in labeled})
+                             {split: len(labeled[split]) for split in labeled}, paths.labeled_dir(budget, seed))
         label_names = paths.label_names()
         features, provenance = floor_features(params, variant, labeled)
         if features is None:

@@ -160,7 +160,8 @@ def main(params, variant: str | None = None, seed: int | None = None,
                              {"data": data_sha256(budget, seed), "init": init_hash},
                              {"train": len(train), "validation": len(validation)}, study_run,
                              tags={"init_from": cfg.init_from, "study_run": study_run or "main",
-                                   **sweep_tags(setting), **budget_tags(budget)})
+                                   **sweep_tags(setting), **budget_tags(budget)},
+                             labeled=paths.labeled_dir(budget, seed))
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
                             "finetune.effective_max_steps": cfg.max_steps})
         # identical to the main chain's run: copied; a setting of the sweep equal to the spt arm's own setting

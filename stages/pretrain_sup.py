@@ -153,7 +153,8 @@ def main(params, variant: str | None = None, seed: int | None = None,
                              study_run,
                              # the setting this run trained with (a sweep's or tapt's, not params.yaml's)
                              tags={"study_run": study_run or "main", "weighting": cfg.weighting,
-                                   "lambda": str(cfg.lambda_), **budget_tags(budget)})
+                                   "lambda": str(cfg.lambda_), **budget_tags(budget)},
+                             labeled=paths.labeled_dir(budget, seed))
         tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
                             "pretrain_sup.effective_lambda": cfg.lambda_,
                             "pretrain_sup.effective_weighting": cfg.weighting})

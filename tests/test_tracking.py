@@ -166,6 +166,25 @@ def test_datasets_are_logged_as_run_inputs(store):
                       "rotten_tomatoes/validation": (digest[:16], {"num_rows": 30}, "validation")}
 
 
+def test_a_budget_runs_datasets_name_and_point_at_the_budget_it_read(store):
+    """A run of the label-budget curve reads train, validation and unlabeled from data/budgets/n8-42, test from
+    data/processed: its dataset inputs say so (they pointed at data/processed for every part)."""
+    import mlflow
+
+    from stages.common import paths
+
+    client, params = store
+    with tracked_run("pretrain_sup", DeclaredParams(params, ["seed"], "pretrain_sup")) as tracker:
+        tracker.log_datasets("rotten_tomatoes", "ab" * 32, {"train": 16, "unlabeled": 90, "test": 30},
+                             paths.labeled_dir(8, 42))
+        run_id = mlflow.active_run().info.run_id
+    logged = {i.dataset.name: json.loads(i.dataset.source)["uri"]
+              for i in client.get_run(run_id).inputs.dataset_inputs}
+    assert logged == {"rotten_tomatoes/n8-42/train": "data/budgets/n8-42/labeled/train",
+                      "rotten_tomatoes/n8-42/unlabeled": "data/budgets/n8-42/labeled/unlabeled",
+                      "rotten_tomatoes/test": "data/processed/labeled/test"}
+
+
 def test_logging_datasets_with_tracking_off_does_nothing(store):
     import mlflow
 

@@ -138,17 +138,18 @@ class Tracker:
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.guard("log_artifact", lambda: _mlflow().log_artifact(str(path), artifact_path))
 
-    def log_datasets(self, name: str, digest: str, rows: dict[str, int]) -> None:
+    def log_datasets(self, name: str, digest: str, rows: dict[str, int], labeled: Path = paths.LABELED) -> None:
         """Log the parts of data/processed this stage used as MLflow dataset inputs (the UI's Dataset column).
 
         ``name`` names the data (:func:`dataset_name`; prepare records it in data/processed);
-        ``digest`` is the content hash of data/processed
-        (``content_sha256``); ``rows`` maps each part used (train, validation, test: labeled splits;
-        corpus: packed masked-LM blocks) to its row count, which becomes the context. Nothing is read:
-        every run of the same data/processed logs the same name and digest, so MLflow links them.
+        ``digest`` is the content hash of the data the run read (``data_sha256``); ``rows`` maps each part used
+        (train, validation, test: labeled splits; corpus: packed masked-LM blocks; unlabeled: a budget's
+        other train texts) to its row count, which becomes the context. ``labeled`` is where the labeled parts
+        but test come from (``paths.labeled_dir``: a run of the label-budget curve reads its budget's). Nothing
+        is read: every run of the same data logs the same names and digest, so MLflow links them.
         """
         def log() -> None:  # builds mlflow objects, so only when tracking is on
-            inputs = [processed_dataset(name, part, digest, count) for part, count in rows.items()]
+            inputs = [processed_dataset(name, part, digest, count, labeled) for part, count in rows.items()]
             _mlflow().log_inputs(datasets=inputs, contexts=list(rows), tags_list=[None] * len(rows))
 
         self.guard("log_inputs", log)
@@ -230,11 +231,18 @@ def dataset_name(labeled_source: str) -> str:
     return Path(labeled_source).stem
 
 
-def processed_dataset(name: str, part: str, digest: str, rows: int) -> Any:
-    """An MLflow dataset for one part of data/processed, by reference: name, digest, path, row count."""
+def processed_dataset(name: str, part: str, digest: str, rows: int, labeled: Path = paths.LABELED) -> Any:
+    """An MLflow dataset for one part of the data, by reference: name, digest, path, row count. A budget's
+    parts (``labeled`` is data/budgets/n8-42/labeled; test is always data/processed's) are named after it:
+    'rotten_tomatoes/n8-42/train'."""
     from mlflow.data.sources import LocalArtifactDatasetSource
 
-    location = paths.CORPUS if part == "corpus" else paths.LABELED / part
+    if part == "corpus":
+        location = paths.CORPUS
+    elif labeled == paths.LABELED or part == "test":
+        location = paths.LABELED / part
+    else:
+        location, name = labeled / part, f"{name}/{labeled.parent.name}"
     return _processed_dataset_class()(LocalArtifactDatasetSource(location.as_posix()), name=f"{name}/{part}",
                                       digest=digest[:DIGEST_LENGTH], rows=rows)
 

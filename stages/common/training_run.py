@@ -51,13 +51,14 @@ class TrainingRun:
 
 def begin_training(stage: str, tracker: Any, identity: dict[str, Any], inputs: dict[str, str],
                    data_rows: dict[str, int], study_run: str | None = None,
-                   tags: dict[str, str] | None = None) -> TrainingRun:
+                   tags: dict[str, str] | None = None, labeled: Path = paths.LABELED) -> TrainingRun:
     """Fingerprint the run from ``identity`` (its params) and ``inputs``, and record its lineage in MLflow:
-    tags, and the parts of data/processed it reads (``data_rows``: part -> rows) as dataset inputs."""
+    tags, and the parts of the data it reads (``data_rows``: part -> rows; labeled parts from ``labeled``)
+    as dataset inputs."""
     run_fingerprint = fingerprint(identity, inputs)
     tracker.set_tags({"input_data_sha256": inputs["data"], "input_checkpoint_sha256": inputs["init"],
                       **(tags or {})})
-    tracker.log_datasets(paths.dataset_name(), inputs["data"], data_rows)
+    tracker.log_datasets(paths.dataset_name(), inputs["data"], data_rows, labeled)
     return TrainingRun(stage, study_run, tracker, inputs, run_fingerprint, HistoryCallback(tracker))
 
 
