@@ -30,6 +30,7 @@ $(INSTALLED): requirements.txt requirements-dev.txt requirements-data.txt pyproj
 
 repro: setup
 	$(BIN)/dvc repro
+	$(BIN)/python scripts/register_if_missing.py
 
 test: setup
 	$(BIN)/python -m pytest -q tests

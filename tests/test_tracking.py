@@ -202,3 +202,21 @@ def test_list_metrics_reach_mlflow_as_one_metric_per_element():
 
     assert scalar_metrics({"steps": 50, "flops": 1.5e12, "learned_log_variance": [1.9, -0.4], "note": "x"}) == {
         "steps": 50, "flops": 1.5e12, "learned_log_variance_0": 1.9, "learned_log_variance_1": -0.4}
+
+
+def test_make_repro_registers_the_classifier_when_dvc_skipped_evaluate(store, monkeypatch):
+    """A fresh clone reproduces the committed evaluate outputs, so DVC skips evaluate and nothing is registered:
+    scripts/register_if_missing.py then runs evaluate once (only then: a store with a version is left alone)."""
+    from scripts import register_if_missing
+
+    client, _ = store
+    (store_dir := Path.cwd()).joinpath("params.yaml").write_text(TINY_PARAMS.read_text())
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command[1:]) or 0)
+    assert register_if_missing.main([]) == 0
+    assert calls == [["repro", "--force", "--single-item", "evaluate"]]
+
+    client.create_registered_model("spt-classifier")
+    client.create_model_version("spt-classifier", source=(store_dir / "model").as_uri())
+    assert register_if_missing.main([]) == 0
+    assert len(calls) == 1
