@@ -11,13 +11,12 @@ seconds; it rewrites the same bytes); otherwise it does nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from stages.common.config import load_params
-from stages.common.tracking import HTTP_FAIL_FAST, tracking_uri
+from stages.common.tracking import fail_fast_http, tracking_uri
 
 
 def has_registered_version(uri: str, name: str) -> bool:
@@ -33,11 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     uri, name = tracking_uri(params.tracking), params.tracking.registered_model
-    for key, value in HTTP_FAIL_FAST.items():  # a server that does not answer: seconds, not minutes
-        os.environ.setdefault(key, value)
     try:
-        if has_registered_version(uri, name):
-            return 0
+        with fail_fast_http():  # a server that does not answer: seconds, not minutes
+            if has_registered_version(uri, name):
+                return 0
     except Exception as error:  # noqa: BLE001 - the store is optional (tracking.required); say why and go on
         print(f"register_if_missing: could not read the MLflow store at {uri} ({error}); the classifier is "
               "not registered. Check tracking.uri or $MLFLOW_TRACKING_URI, then run `dvc repro -f -s evaluate`",

@@ -210,13 +210,13 @@ def test_make_repro_registers_the_classifier_when_dvc_skipped_evaluate(store, mo
     from scripts import register_if_missing
 
     client, _ = store
-    (store_dir := Path.cwd()).joinpath("params.yaml").write_text(TINY_PARAMS.read_text())
+    Path("params.yaml").write_text(TINY_PARAMS.read_text())
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command[1:]) or 0)
     assert register_if_missing.main([]) == 0
     assert calls == [["repro", "--force", "--single-item", "evaluate"]]
 
     client.create_registered_model("spt-classifier")
-    client.create_model_version("spt-classifier", source=(store_dir / "model").as_uri())
+    client.create_model_version("spt-classifier", source=(Path.cwd() / "model").as_uri())
     assert register_if_missing.main([]) == 0
     assert len(calls) == 1

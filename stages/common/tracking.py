@@ -41,7 +41,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 # Logged as dataset digests: a prefix of the data/processed content hash (MLflow stores at most 36 chars).
 DIGEST_LENGTH = 16
-# MLflow's HTTP settings while a stage runs (see _fail_fast_http); the user's own values win.
+# MLflow's HTTP settings while a stage runs (see fail_fast_http); the user's own values win.
 HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
@@ -270,7 +270,7 @@ def _processed_dataset_class() -> type:
 @contextlib.contextmanager
 def tracked_run(stage: str, params: DeclaredParams, system_metrics: bool = False) -> Iterator[Tracker]:
     """An MLflow child run for one stage (see :func:`_tracked_run`), under fail-fast HTTP settings."""
-    with _fail_fast_http():
+    with fail_fast_http():
         yield from _tracked_run(stage, params, system_metrics)
 
 
@@ -388,8 +388,9 @@ def _kind_unset(kind: str | None) -> bool:
 
 
 @contextlib.contextmanager
-def _fail_fast_http() -> Iterator[None]:
-    """MLflow's HTTP settings for a stage: two quick retries and a 10 s timeout, unless set by the user.
+def fail_fast_http() -> Iterator[None]:
+    """MLflow's HTTP settings for a stage (and scripts/register_if_missing.py): two quick retries and a 10 s
+    timeout, unless set by the user.
 
     MLflow reads them at every request. Its defaults (7 retries with exponential backoff, 120 s
     timeout) would stall the stage for minutes at each call once a tracking server has died.
