@@ -2,7 +2,7 @@
 #   make repro   set up .venv (locked, hash-checked) and run the whole pipeline (dvc repro)
 #   make test    set up .venv and run the test suite (all tiers)
 # make test-fast skips the end-to-end tests (marker e2e); make lint runs ruff.
-# make repro-check is CI's reproducibility gate (see scripts/repro_check.py).
+# make repro-check is CI's reproducibility gate (see tools/repro_check.py).
 # make lock regenerates requirements*.txt from pyproject.toml and requirements-dev.in (pip-tools).
 PYTHON ?= python3
 VENV := .venv
@@ -30,7 +30,7 @@ $(INSTALLED): requirements.txt requirements-dev.txt requirements-data.txt pyproj
 
 repro: setup
 	$(BIN)/dvc repro
-	$(BIN)/python scripts/register_if_missing.py
+	$(BIN)/python -m tools.register_if_missing
 
 test: setup
 	$(BIN)/python -m pytest -q tests
@@ -50,11 +50,11 @@ lock:
 
 # Run the tiny profile twice in clean temporary copies; fail if any output hash in dvc.lock differs.
 repro-check: setup
-	$(BIN)/python scripts/repro_check.py
+	$(BIN)/python -m tools.repro_check
 
-# Fail if code or params changed since dvc.lock was written (see scripts/lock_check.py).
+# Fail if code or params changed since dvc.lock was written (see tools/lock_check.py).
 lock-check: setup
-	$(BIN)/python scripts/lock_check.py
+	$(BIN)/python -m tools.lock_check
 
 ui: setup
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000

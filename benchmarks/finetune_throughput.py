@@ -6,7 +6,7 @@ and schedule (params.yaml's finetune section), in this one process:
 
 - reference: what `run_classification.py` does by default: every example padded to
   ``max_seq_length`` = 128 (``pad_to_max_length``), ``default_data_collator``, random batches;
-- ours: the finetune stage's settings (stages/common/runtime.py, trainers.py): dynamic padding
+- ours: the finetune stage's settings (spt/train/runtime.py, trainers.py): dynamic padding
   (``DataCollatorWithPadding``) and length-grouped batches.
 
 Prints examples/s, padded tokens per batch, test accuracy of each, and the ratio. ``--ablations``
@@ -35,8 +35,8 @@ from transformers import (
     default_data_collator,
 )
 
-from stages.common import paths
-from stages.common.runtime import training_arguments
+from spt import paths
+from spt.train.runtime import training_arguments
 
 REFERENCE_LENGTH = 128  # run_classification.py's max_seq_length default
 ABLATIONS = {  # name -> (changes to our TrainingArguments, attention implementation)

@@ -1,6 +1,6 @@
 """Model FLOPs utilisation of masked-LM pretraining of a BERT-base-sized model in bf16 (one GPU).
 
-Trains our pretrain_unsup setup (``BertForPackedMaskedLM``, ``MaskingCollator``, the stage's
+Trains our pretrain_unsup setup (``EncoderForPackedMaskedLM``, ``MaskingCollator``, the stage's
 TrainingArguments: bf16 on a GPU that supports it, fused AdamW) on real text: the built-in
 unlabeled corpora, tokenized with the built-in model's uncased 30,522-token vocabulary and packed
 into ``--seq-len`` blocks. The model is BERT-base sized (12 layers, hidden 768, 12 heads,
@@ -28,12 +28,12 @@ import datasets
 import torch
 from transformers import AutoTokenizer, BertConfig, Trainer, TrainerCallback
 
-from stages.common.collators import IGNORE_INDEX, MaskingCollator
-from stages.common.config import PretrainUnsupConfig, RuntimeConfig
-from stages.common.model import BertForPackedMaskedLM
-from stages.common.runtime import training_arguments
-from stages.common.sources import BUILTINS, iter_unlabeled
-from stages.common.tokenization import tokenize_and_pack
+from spt.train.collators import IGNORE_INDEX, MaskingCollator
+from spt.config import PretrainUnsupConfig, RuntimeConfig
+from spt.model.encoders import EncoderForPackedMaskedLM
+from spt.train.runtime import training_arguments
+from spt.data.sources import BUILTINS, iter_unlabeled
+from spt.data.tokenization import tokenize_and_pack
 from stages.pretrain_unsup import with_example_ids
 
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
@@ -94,7 +94,7 @@ def main() -> None:
     corpus, _ = tokenize_and_pack(datasets.Dataset.from_dict({"text": texts}), tokenizer, args.seq_len)
     config = BertConfig(vocab_size=len(tokenizer), max_position_embeddings=max(512, args.seq_len),
                         pad_token_id=tokenizer.pad_token_id, **(SMOKE if args.smoke else BERT_BASE))
-    model = BertForPackedMaskedLM(config)
+    model = EncoderForPackedMaskedLM(config)
     cfg = PretrainUnsupConfig(max_steps=args.steps, batch_size=args.batch_size, learning_rate=1e-4,
                               save_steps=args.steps, logging_steps=max(1, args.steps // 4))
     collator = CountingCollator(tokenizer, cfg.mlm_probability, seed=0)

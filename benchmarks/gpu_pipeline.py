@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.common.sandbox import REPO, copy_repository, stage_env
+from tools.sandbox import REPO, copy_repository, stage_env
 
 PROFILE = REPO / "benchmarks" / "gpu_profile.yaml"
 

@@ -13,16 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-os.chdir(REPO)  # stages.common.paths are relative to the repository root
+os.chdir(REPO)  # spt.paths are relative to the repository root
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 from transformers import Trainer, set_seed  # noqa: E402
 
-from stages.common import paths  # noqa: E402
-from stages.common.config import Params, load_params  # noqa: E402
-from stages.common.model_source import resolve_model_source  # noqa: E402
+from spt import paths  # noqa: E402
+from spt.config import Params, load_params  # noqa: E402
+from spt.model.source import resolve_model_source  # noqa: E402
 
 
 def load_setup() -> tuple[Params, str]:

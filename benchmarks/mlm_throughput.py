@@ -4,11 +4,11 @@ Both train the same model (``model.source``, identical initial weights) on the s
 corpus from data/processed, for the same steps, batch size, learning rate and schedule
 (params.yaml's pretrain_unsup section), in this one process. The corpus is packed the way
 run_mlm.py's ``group_texts`` packs it (documents concatenated, cut into ``prepare.max_length``
-token blocks, the tail dropped: stages/common/tokenization.py), so the blocks are identical:
+token blocks, the tail dropped: spt/data/tokenization.py), so the blocks are identical:
 
 - reference: ``BertForMaskedLM`` (vocabulary projection of every position) and
   ``DataCollatorForLanguageModeling`` (mlm_probability 0.15), as run_mlm.py sets them up;
-- ours: ``BertForPackedMaskedLM`` (projection of the masked positions only: stages/common/model.py)
+- ours: ``EncoderForPackedMaskedLM`` (projection of the masked positions only: spt/model/encoders.py)
   and the per-example seeded ``MaskingCollator``.
 
 Prints tokens/s, the mean training loss of each (the same quantity: cross-entropy over masked
@@ -27,10 +27,10 @@ import datasets
 from harness import load_setup, timed_training
 from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-from stages.common import paths
-from stages.common.collators import MaskingCollator
-from stages.common.model import BertForPackedMaskedLM
-from stages.common.runtime import training_arguments
+from spt import paths
+from spt.train.collators import MaskingCollator
+from spt.model.encoders import EncoderForPackedMaskedLM
+from spt.train.runtime import training_arguments
 from stages.pretrain_unsup import with_example_ids
 
 
@@ -58,7 +58,7 @@ def main() -> None:
         arguments = training_arguments(cfg, Path(scratch) / "ours", params.seed, params.runtime,
                                        save_strategy="no", disable_tqdm=True)
         collator = MaskingCollator(tokenizer, cfg.mlm_probability, params.seed, cfg.whole_word_masking)
-        return Trainer(model=BertForPackedMaskedLM.from_pretrained(source), args=arguments,
+        return Trainer(model=EncoderForPackedMaskedLM.from_pretrained(source), args=arguments,
                        train_dataset=with_example_ids(corpus), data_collator=counting(collator))
 
     print(f"masked-LM throughput: {source}, {len(corpus)} blocks of {params.prepare.max_length} tokens, "

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from stages.common.sandbox import stage_env, tiny_repository
+from tools.sandbox import stage_env, tiny_repository
 
 # lambda changes SPT's pretraining, its finetuning and what the matched baselines match (tapt's pretraining
 # reads the pretrain_sup section too, with lambda forced to 0: if DVC runs it again, it writes the same bytes)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from stages.common.sandbox import REPO
-from stages.common.sources import iter_unlabeled
+from tools.sandbox import REPO
+from spt.data.sources import iter_unlabeled
 
 
 def write_corpus(path: Path, copies: int) -> int:

@@ -6,21 +6,21 @@ Writes: metrics/evaluate.json (accuracy, macro_f1, ece, per-class precision/reca
         per_class.csv: per-class scores).
 Params: seed, runtime, evaluate.
 
-As a study run (`--variant V --seed N`, the study_evaluate and study_evaluate_matched stages) it reads
+As a study run (`--arm V --seed N`, the study_evaluate and study_evaluate_matched stages) it reads
 models/study/<V>-<N>/ and writes metrics/study/<V>-<N>/evaluate.json and
 plots/study/<V>-<N>/evaluate/ instead; only the main chain's classifier is registered in MLflow.
-A setting of the sweep (`--variant spt --seed N --weighting W --lambda L`, the study_sweep_evaluate
+A setting of the sweep (`--arm spt --seed N --weighting W --lambda L`, the study_sweep_evaluate
 stage) is run spt-W-lL-N likewise; compare reads its test scores only if it chose that setting on
 validation.
 
-As a floor (`--variant tfidf` or `--variant embeddings`, no seed: the study_floors stage) it trains
+As a floor (`--arm tfidf` or `--arm embeddings`, no seed: the study_floors stage) it trains
 no network: logistic regression on TF-IDF features of the texts, or on model.source's frozen
-mean-pooled embeddings, with C chosen on the validation split (stages/common/floors.py), then scores
+mean-pooled embeddings, with C chosen on the validation split (study/floors.py), then scores
 the test split the same way and writes metrics/study/<V>/evaluate.json and plots/study/<V>/evaluate/.
 Params: model, runtime, evaluate, floors. With model.source scratch there is no pretrained encoder to
 embed with, so the embeddings floor is skipped: its evaluate.json says why and its CSVs hold no rows.
 
-On the label-budget curve (`--variant V --seed N --n-per-class B`: study_budget_evaluate,
+On the label-budget curve (`--arm V --seed N --n-per-class B`: study_budget_evaluate,
 study_budget_evaluate_matched, study_budget_floors) run V-nB-N is scored on the same test split; a floor
 fits on data/budgets/nB-N's labels and chooses C on its validation split.
 """
@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.common import paths
-from stages.common.cli import run_stage
-from stages.common.outputs import atomic_output, write_json
+from spt import paths
+from stages.cli import run_stage
+from spt.outputs import atomic_output, write_json
 
 STAGE = "evaluate"
 MODEL = "finetune"
@@ -57,7 +57,7 @@ def predict(model_dir: Path, test, batch_size: int) -> np.ndarray:
 
     model = AutoModelForSequenceClassification.from_pretrained(str(model_dir)).eval()
     collate = DataCollatorWithPadding(AutoTokenizer.from_pretrained(str(model_dir)))
-    from stages.common.tokenization import length_order
+    from spt.data.tokenization import length_order
 
     rows = test.select_columns(["input_ids"])
     order = length_order(rows)
@@ -85,27 +85,29 @@ def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label
                     writer.writerow([name, metric, round(scores[metric], 6)])
 
 
-def main(params, variant: str | None = None, seed: int | None = None,
-         setting: paths.SweepSetting | None = None, budget: int | None = None) -> None:
-    if variant in paths.FLOOR_ARMS:
-        evaluate_floor(params, variant, budget, seed)
+def main(params, run=None) -> None:
+    """Score the main chain's classifier (``run`` None) or a study run's (a :class:`study.run.Run`), or fit a floor."""
+    from study.arms import FLOOR_ARMS
+    from study.run import name_of, study_tags
+
+    if run is not None and run.arm in FLOOR_ARMS:
+        evaluate_floor(params, run)
         return
     import datasets
     from transformers import AutoConfig
 
-    from stages.common.checkpoints import verify_checkpoint
-    from stages.common.hashing import content_sha256
-    from stages.common.metrics import classification_report
-    from stages.common.runtime import configure_runtime
-    from stages.common.tracking import budget_tags, sweep_tags, tracked_run
+    from spt.train.checkpoints import verify_checkpoint
+    from spt.hashing import content_sha256
+    from spt.metrics import classification_report
+    from spt.train.runtime import configure_runtime
+    from spt.tracking import tracked_run
 
-    run = paths.study_run_name(variant, seed, setting, budget) if variant else None
+    name = name_of(run)
     configure_runtime(params.runtime, params.seed)
-    model_dir = paths.model_dir(MODEL, run)
+    model_dir = paths.model_dir(MODEL, name)
     with tracked_run(STAGE, params) as tracker:
-        model_hash = verify_checkpoint(model_dir, MODEL)
-        tracker.set_tags({"input_checkpoint_sha256": model_hash, "study_run": run or "main", **sweep_tags(setting),
-                          **budget_tags(budget)})
+        model_hash = verify_checkpoint(model_dir, MODEL if run is None else None)
+        tracker.set_tags({"input_checkpoint_sha256": model_hash, **study_tags(run)})
         test = datasets.load_from_disk(str(paths.LABELED))["test"]
         tracker.log_datasets(paths.dataset_name(), content_sha256(paths.PROCESSED), {"test": len(test)})
         logits = predict(model_dir, test, params.evaluate.batch_size)
@@ -114,8 +116,8 @@ def main(params, variant: str | None = None, seed: int | None = None,
         labels = np.asarray(test["label"])
         report = classification_report(labels, logits, label_names, params.evaluate.ece_bins)
         report["test_examples"] = len(test)
-        write_json(paths.metrics_file(STAGE, run), report)
-        write_plots(report, labels, logits.argmax(axis=1), label_names, paths.plots_dir(STAGE, run))
+        write_json(paths.metrics_file(STAGE, name), report)
+        write_plots(report, labels, logits.argmax(axis=1), label_names, paths.plots_dir(STAGE, name))
         headline = {key: report[key] for key in ("accuracy", "macro_f1", "ece")}
         tracker.log_metrics(headline)
         tracker.log_dict(report, "evaluate.json")
@@ -128,17 +130,17 @@ SCRATCH_SKIP = ("model.source is scratch: there is no pretrained encoder whose f
                 "floor (a randomly initialised one is none); set model.source to a pretrained model to run it")
 
 
-def floor_features(params, variant: str, labeled) -> tuple[dict | None, dict]:
+def floor_features(params, floor: str, labeled) -> tuple[dict | None, dict]:
     """The floor's feature matrices per split and what they came from; None when the floor is skipped."""
-    from stages.common import floors
+    from study import floors
 
-    if variant == "tfidf":
+    if floor == "tfidf":
         return floors.tfidf_features({split: list(labeled[split]["text"]) for split in labeled}), {}
     from transformers import AutoModel, AutoTokenizer
 
-    from stages.common.errors import ModelError
-    from stages.common.model_source import resolve_model_source
-    from stages.common.runtime import configure_runtime
+    from spt.errors import ModelError
+    from spt.model.source import resolve_model_source
+    from spt.train.runtime import configure_runtime
 
     source = resolve_model_source(params.model)
     if source.name_or_path is None:
@@ -156,42 +158,42 @@ def floor_features(params, variant: str, labeled) -> tuple[dict | None, dict]:
     return features, {"model": source.provenance}
 
 
-def evaluate_floor(params, variant: str, budget: int | None = None, seed: int | None = None) -> None:
-    """A floor without pretraining (``--variant tfidf|embeddings``): fit, choose C on validation, score test
-    (on the label-budget curve: fit on the budget's labels, ``budget`` per class drawn with ``seed``)."""
-    from stages.common.floors import choose_and_predict
-    from stages.common.hashing import data_sha256
-    from stages.common.metrics import classification_report
-    from stages.common.tokenization import load_labeled
-    from stages.common.tracking import budget_tags, tracked_run
+def evaluate_floor(params, run) -> None:
+    """A floor without pretraining (``--arm tfidf|embeddings``): fit, choose C on validation, score test
+    (on the labels-per-class curve: fit on that point's labels)."""
+    from study.floors import choose_and_predict
+    from spt.hashing import data_sha256
+    from spt.metrics import classification_report
+    from spt.data.tokenization import load_labeled
+    from spt.tracking import tracked_run
 
-    run = paths.study_run_name(variant, seed, budget=budget)
+    floor, name = run.arm, run.name
     with tracked_run(STAGE, params) as tracker:
-        tracker.set_tags({"study_run": run, **budget_tags(budget)})
-        labeled = load_labeled(budget, seed)
+        tracker.set_tags(run.tags())
+        labeled = load_labeled(run.labeled)
         test = labeled["test"]
-        tracker.log_datasets(paths.dataset_name(), data_sha256(budget, seed),
-                             {split: len(labeled[split]) for split in labeled}, paths.labeled_dir(budget, seed))
+        tracker.log_datasets(paths.dataset_name(), data_sha256(run.labeled),
+                             {split: len(labeled[split]) for split in labeled}, run.labeled)
         label_names = paths.label_names()
-        features, provenance = floor_features(params, variant, labeled)
+        features, provenance = floor_features(params, floor, labeled)
         if features is None:
-            write_json(paths.metrics_file(STAGE, run), {"floor": variant, **provenance})
+            write_json(paths.metrics_file(STAGE, name), {"floor": floor, **provenance})
             write_plots({"per_class": {}}, np.zeros(0, dtype=int), np.zeros(0, dtype=int), label_names,
-                        paths.plots_dir(STAGE, run))
+                        paths.plots_dir(STAGE, name))
             tracker.set_tags({"skipped": provenance["skipped"]})
             return
         grid = params.floors.c_grid
         fit = choose_and_predict(features, list(labeled["train"]["label"]), list(labeled["validation"]["label"]),
-                                 grid, len(label_names), standardize=variant == "embeddings")
+                                 grid, len(label_names), standardize=floor == "embeddings")
         labels = np.asarray(test["label"])
         report = classification_report(labels, fit.test_log_probabilities, label_names, params.evaluate.ece_bins)
         report["test_examples"] = len(test)
-        report.update(floor=variant, c=fit.c, c_grid=list(grid), features=int(features["train"].shape[1]),
+        report.update(floor=floor, c=fit.c, c_grid=list(grid), features=int(features["train"].shape[1]),
                       validation_macro_f1={f"{c:g}": score for c, score in fit.validation_macro_f1.items()},
                       **provenance)
-        write_json(paths.metrics_file(STAGE, run), report)
+        write_json(paths.metrics_file(STAGE, name), report)
         write_plots(report, labels, fit.test_log_probabilities.argmax(axis=1), label_names,
-                    paths.plots_dir(STAGE, run))
+                    paths.plots_dir(STAGE, name))
         tracker.log_metrics({**{key: report[key] for key in ("accuracy", "macro_f1", "ece")}, "c": fit.c})
         tracker.log_dict(report, "evaluate.json")
 
@@ -201,7 +203,7 @@ def log_figures_and_model(tracker, report: dict, label_names: list[str], model_d
     version of ``tracking.registered_model`` (``mlflow.pyfunc.load_model`` then predicts)."""
     if not tracker.active:
         return
-    from stages.common.figures import confusion_matrix
+    from spt.figures import confusion_matrix
 
     with tempfile.TemporaryDirectory() as scratch:
         tracker.log_artifact(confusion_matrix(report["confusion_matrix"], label_names, "test set",

@@ -7,16 +7,16 @@ Writes: models/finetune/ (the architecture's ...ForSequenceClassification; `pipe
         plots/finetune/ (training loss, validation curves), checkpoints/finetune/ (resume).
 Params: seed, runtime, finetune.
 
-As a study run (`--variant spt|tapt|baseline|baseline_matched|baseline_flops --seed N`: the
-study_finetune, study_baseline and study_matched stages) it writes to models/study/<variant>-<seed>/,
-metrics/study/<variant>-<seed>/finetune.json and plots/study/<variant>-<seed>/finetune/ instead;
-see stages/compare.py. spt and tapt start from models/study/<variant>-<seed>/pretrain_sup. The matched
+As a study run (`--arm spt|tapt|baseline|baseline_matched|baseline_flops --seed N`: the
+study_finetune, study_baseline and study_matched stages) it writes to models/study/<arm>-<seed>/,
+metrics/study/<arm>-<seed>/finetune.json and plots/study/<arm>-<seed>/finetune/ instead;
+see stages/compare.py. spt and tapt start from models/study/<arm>-<seed>/pretrain_sup. The matched
 baselines also read metrics/study/spt-<seed>/pretrain_sup.json: the examples (or FLOPs) SPT's
 pretraining spent are added to their finetuning budget.
-As a setting of the sweep (`--variant spt --seed N --weighting W --lambda L`, the study_sweep_finetune
+As a setting of the sweep (`--arm spt --seed N --weighting W --lambda L`, the study_sweep_finetune
 stage) it finetunes models/study/spt-W-lL-N/pretrain_sup and writes under spt-W-lL-N likewise;
 metrics/study/spt-W-lL-N/finetune.json holds the best validation macro-F1 that compare chooses by.
-As a run of the label-budget curve (`--variant V --seed N --n-per-class B`: study_budget_finetune,
+As a run of the label-budget curve (`--arm V --seed N --n-per-class B`: study_budget_finetune,
 study_budget_baseline, study_budget_matched) it trains on data/budgets/nB-N's labels and validates on its
 validation split, starting from models/study/V-nB-N/pretrain_sup for spt and tapt, and writes under V-nB-N.
 
@@ -28,11 +28,10 @@ dynamically and grouped by length.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from stages.common import paths
-from stages.common.cli import run_stage
+from spt import paths
+from stages.cli import run_stage
 
 STAGE = "finetune"
 PLOTS = {"loss": ["loss", "learning_rate", "flops"],
@@ -43,7 +42,7 @@ def load_classifier(init_dir: str, label_map: dict) -> tuple[object, bool]:
     """The model to finetune, and whether a trained classifier head came with it."""
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from stages.common.checkpoints import PROVENANCE_FILE
+    from spt.train.checkpoints import PROVENANCE_FILE
 
     id2label = {int(k): v for k, v in label_map["id2label"].items()}
     init_config = AutoConfig.from_pretrained(init_dir)
@@ -55,57 +54,6 @@ def load_classifier(init_dir: str, label_map: dict) -> tuple[object, bool]:
     return model, carried
 
 
-def study_settings(params, variant: str | None, seed: int | None, setting: paths.SweepSetting | None = None,
-                   budget: int | None = None):
-    """The finetune section, seed and starting checkpoint of the main chain (variant None) or a study run.
-
-    spt and tapt start from their own pretraining run (same seed; for a setting of the sweep, that
-    setting's; on the label-budget curve, that budget's), the baselines from pretrain_unsup: baseline with
-    the same steps, baseline_matched with as many extra examples as SPT's pretrain_sup trained on,
-    baseline_flops with as many extra FLOPs as it spent (same seed and budget).
-    """
-    cfg = params.finetune
-    if variant is None:
-        return cfg, params.seed, paths.model_dir(cfg.init_from)
-    if variant in paths.PRETRAINED_ARMS:
-        return cfg.model_copy(update={"init_from": "pretrain_sup"}), seed, \
-            paths.model_dir("pretrain_sup", paths.study_run_name(variant, seed, setting, budget))
-    cfg = cfg.model_copy(update={"init_from": "pretrain_unsup"})
-    if variant != "baseline":
-        from stages.common.tokenization import load_labeled
-
-        train = load_labeled(budget, seed)["train"]
-        spt_pretraining = json.loads(paths.metrics_file(
-            "pretrain_sup", paths.study_run_name("spt", seed, budget=budget)).read_text())
-        if variant == "baseline_matched":
-            extra = matched_extra_steps(spt_pretraining, cfg)
-        else:
-            extra = flops_matched_extra_steps(spt_pretraining, cfg, paths.model_dir("pretrain_unsup"),
-                                              [len(ids) for ids in train["input_ids"]], len(paths.label_names()))
-        cfg = cfg.model_copy(update={"max_steps": training_steps(cfg, len(train)) + extra})
-    return cfg, seed, paths.model_dir("pretrain_unsup")
-
-
-def training_steps(cfg, train_rows: int) -> int:
-    """Optimizer steps a stage takes: max_steps, or epochs over ``train_rows`` examples."""
-    if cfg.max_steps:
-        return cfg.max_steps
-    per_epoch = math.ceil(train_rows / (cfg.batch_size * cfg.gradient_accumulation_steps))
-    return math.ceil(cfg.epochs * per_epoch)
-
-
-def flops_matched_extra_steps(pretrain_sup_metrics: dict, cfg, init_dir: Path, lengths: list[int],
-                              num_labels: int) -> int:
-    """Finetuning steps that spend as many FLOPs as pretrain_sup did (its counted total)."""
-    from transformers import AutoConfig
-
-    from stages.common.flops import classifier_step_flops, steps_for_flops
-
-    config = AutoConfig.from_pretrained(str(init_dir), num_labels=num_labels)
-    return steps_for_flops(pretrain_sup_metrics["flops"], lengths, cfg.batch_size * cfg.gradient_accumulation_steps,
-                           classifier_step_flops(config))
-
-
 def best_validation(log_history: list[dict], best_step: int) -> dict:
     """The validation scores logged at ``best_step``, the checkpoint that training ends with.
 
@@ -115,68 +63,65 @@ def best_validation(log_history: list[dict], best_step: int) -> dict:
     return next(entry for entry in log_history if "eval_macro_f1" in entry and entry["step"] == best_step)
 
 
-def matched_extra_steps(pretrain_sup_metrics: dict, cfg) -> int:
-    """Finetuning steps that see as many examples as pretrain_sup trained on (steps x its global batch)."""
-    examples = pretrain_sup_metrics["steps"] * pretrain_sup_metrics["global_batch_size"]
-    return math.ceil(examples / (cfg.batch_size * cfg.gradient_accumulation_steps))
-
-
-def main(params, variant: str | None = None, seed: int | None = None,
-         setting: paths.SweepSetting | None = None, budget: int | None = None) -> None:
+def main(params, run=None) -> None:
+    """Finetune the main chain's model (``run`` None) or a study run's (a :class:`study.run.Run`)."""
     from transformers import (
         AutoTokenizer,
         DataCollatorWithPadding,
         EarlyStoppingCallback,
     )
 
-    from stages.common.checkpoints import verify_checkpoint
-    from stages.common.config import section_dict
-    from stages.common.hashing import data_sha256
-    from stages.common.metrics import classification_scores
-    from stages.common.runtime import configure_runtime, training_arguments
-    from stages.common.tokenization import by_length, load_labeled
-    from stages.common.tracking import budget_tags, sweep_tags, tracked_run
-    from stages.common.trainers import StageTrainer
-    from stages.common.training_run import (
+    from spt.train.checkpoints import verify_checkpoint
+    from spt.config import section_dict
+    from spt.hashing import data_sha256
+    from spt.metrics import classification_scores
+    from spt.train.runtime import configure_runtime, training_arguments
+    from spt.data.tokenization import by_length, load_labeled
+    from spt.tracking import tracked_run
+    from spt.train.trainers import StageTrainer
+    from spt.train.training_run import (
         begin_training,
         finish_training,
         reuse_identical_run,
     )
 
-    cfg, seed, init_dir = study_settings(params, variant, seed, setting, budget)
-    study_run = paths.study_run_name(variant, seed, setting, budget) if variant else None
+    from study.arms import PRETRAINED_ARMS, finetune_settings
+    from study.run import name_of, study_tags, twins
+
+    labeled = paths.LABELED if run is None else run.labeled
+    seed = params.seed if run is None else run.seed
+    cfg, init_dir = finetune_settings(params, run, lambda: [len(ids) for ids in load_labeled(labeled)["train"]
+                                                            ["input_ids"]])
     configure_runtime(params.runtime, seed)
     with tracked_run(STAGE, params, system_metrics=True) as tracker:
-        producer = (paths.dvc_stage_instance("pretrain_sup", variant, seed, setting, budget)
-                    if variant in paths.PRETRAINED_ARMS else cfg.init_from)
-        init_hash = verify_checkpoint(init_dir, producer)
+        # spt's and tapt's own pretraining is a matrix stage's output: plain `dvc repro` reruns it when it changed
+        init_hash = verify_checkpoint(init_dir, None if run is not None and run.arm in PRETRAINED_ARMS
+                                      else cfg.init_from)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
-        splits = load_labeled(budget, seed)
+        splits = load_labeled(labeled)
         train = splits["train"].select_columns(["input_ids", "label"])
         validation = by_length(splits["validation"]).select_columns(["input_ids", "label"])  # pads little
-        run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
-                                              STAGE: section_dict(cfg)},
-                             {"data": data_sha256(budget, seed), "init": init_hash},
-                             {"train": len(train), "validation": len(validation)}, study_run,
-                             tags={"init_from": cfg.init_from, "study_run": study_run or "main",
-                                   **sweep_tags(setting), **budget_tags(budget)},
-                             labeled=paths.labeled_dir(budget, seed))
-        tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
+        training = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
+                                                   STAGE: section_dict(cfg)},
+                                  {"data": data_sha256(labeled), "init": init_hash},
+                                  {"train": len(train), "validation": len(validation)}, name_of(run),
+                                  tags={"init_from": cfg.init_from, **study_tags(run)}, labeled=labeled)
+        tracker.log_params({"study.arm": "main" if run is None else run.arm, "study.seed": seed,
                             "finetune.effective_max_steps": cfg.max_steps})
         # identical to the main chain's run: copied; a setting of the sweep equal to the spt arm's own setting
         # also copies the spt arm's run of its seed, when that is there already
-        if reuse_identical_run(run, (paths.study_run_name(variant, seed),) if setting else ()):
+        if reuse_identical_run(training, twins(run)):
             return
 
         model, carried = load_classifier(str(init_dir), label_map)
-        callbacks = [run.history]
+        callbacks = [training.history]
         if cfg.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
         trainer = StageTrainer(
             model=model,
             args=training_arguments(
-                cfg, run.checkpoints, seed, params.runtime,
+                cfg, training.checkpoints, seed, params.runtime,
                 eval_strategy="steps", eval_steps=cfg.save_steps, eval_on_start=True, load_best_model_at_end=True,
                 metric_for_best_model="macro_f1", greater_is_better=True,
                 train_sampling_strategy="group_by_length", remove_unused_columns=True),
@@ -189,7 +134,7 @@ def main(params, variant: str | None = None, seed: int | None = None,
         # checkpointed: keep the starting weights, and take them back if no step beats them (a
         # classifier pretrain_sup trained may already be the best there is).
         initial = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-        run_metrics = run.train(trainer)
+        run_metrics = training.train(trainer)
         best_step = trainer.state.best_global_step
         if best_step is None or best_validation(trainer.state.log_history, 0)["eval_macro_f1"] >= \
                 trainer.state.best_metric:
@@ -207,7 +152,7 @@ def main(params, variant: str | None = None, seed: int | None = None,
             "max_steps": trainer.state.max_steps,
             "classifier_carried_over": carried,
         }
-        finish_training(run, trainer, tokenizer, metrics, run_metrics, PLOTS,
+        finish_training(training, trainer, tokenizer, metrics, run_metrics, PLOTS,
                         # no study-run name: a study run copied from the main chain has the same bytes
                         {"init": str(init_dir), "init_sha256": init_hash})
 

@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stages.common import paths
-from stages.common.cli import run_stage
-from stages.common.errors import DataError
-from stages.common.hashing import content_sha256
-from stages.common.model_source import resolve_model_source
-from stages.common.outputs import atomic_output, write_json
-from stages.common.sources import iter_unlabeled, read_labeled
-from stages.common.splits import (
+from spt import paths
+from stages.cli import run_stage
+from spt.errors import DataError
+from spt.hashing import content_sha256
+from spt.model.source import resolve_model_source
+from spt.outputs import atomic_output, write_json
+from spt.data.sources import iter_unlabeled, read_labeled
+from spt.data.splits import (
     SPLITS,
     clean_labeled,
     normalize_text,
@@ -48,7 +48,8 @@ from stages.common.splits import (
     split_labeled,
     text_key,
 )
-from stages.common.tracking import dataset_name, tracked_run
+from spt.data.grammar import dataset_name
+from spt.tracking import tracked_run
 
 STAGE = "prepare"
 PERCENTILES = (50, 90, 95, 99)
@@ -58,7 +59,7 @@ def build_processed(params, output_dir: Path, work_dir: Path) -> dict:
     """Build everything under ``output_dir``; return the data report. ``work_dir`` holds caches."""
     import datasets
 
-    from stages.common.tokenization import (
+    from spt.data.tokenization import (
         SCRATCH_TOKENIZERS,
         load_tokenizer,
         save_dataset,
@@ -216,44 +217,15 @@ def write_plots(report: dict, directory: Path) -> None:
                     writer.writerow([name, int(key[1:]), value])
 
 
-def draw_budget(params, budget: int, seed: int) -> None:
-    """data/budgets/n<budget>-<seed>: ``budget`` labels per class of the prepared train split (and validation, with
-    study.true_few_shot), drawn with ``seed``, and the other train rows ("unlabeled"); data/processed's row order
-    is kept."""
+def main(params, labels_per_class: int | None = None, seed: int | None = None) -> None:
+    """Prepare data/processed; with ``labels_per_class`` and ``seed``, draw a point of the labels-per-class curve."""
     import datasets
 
-    from stages.common.tokenization import save_dataset
+    if labels_per_class is not None:
+        from study.curve import draw_labels
 
-    splits = datasets.load_from_disk(str(paths.LABELED))
-    names = ["train", "validation"] if params.study.true_few_shot else ["train"]
-    kept = {name: list(range(len(splits[name]))) for name in ("train", "validation")}
-    for name in names:
-        frame = pd.DataFrame({"label": splits[name]["label"], "row": kept[name]})
-        kept[name] = sample_per_class(frame, budget, seed, "training" if name == "train" else name,
-                                      "study.n_per_class", "study.true_few_shot")["row"].tolist()
-    drawn = {name: splits[name].select(rows) for name, rows in kept.items()}
-    rows = {name: {"rows": len(kept[name]), "of": len(splits[name])} for name in kept}
-    # the train rows not drawn: their texts stay masked-LM text in pretrain_sup, their labels are not used
-    labeled_rows = set(kept["train"])
-    drawn["unlabeled"] = splits["train"].select([row for row in range(len(splits["train"])) if row not in labeled_rows])
-    names = paths.label_names()
-    report = {"n_per_class": budget, "seed": seed, "true_few_shot": params.study.true_few_shot, **rows,
-              "unlabeled_train_texts": len(drawn["unlabeled"]),
-              "class_balance": {name: {names[label]: count for label, count in
-                                       sorted(pd.Series(part["label"]).value_counts().items())}
-                                for name, part in drawn.items() if name != "unlabeled"}}
-    with atomic_output(paths.budget_dir(budget, seed)) as staging:
-        staging.mkdir(parents=True)
-        save_dataset(datasets.DatasetDict(drawn), staging / paths.LABELED.name)
-        write_json(staging / "budget.json", report)
-
-
-def main(params, budget: int | None = None, seed: int | None = None) -> None:
-    import datasets
-
-    if budget is not None:
         datasets.disable_caching()
-        draw_budget(params, budget, seed)
+        draw_labels(params, labels_per_class, seed)
         return
 
     # datasets would otherwise cache every map/cast beside its inputs; prepare writes only its outputs
@@ -278,4 +250,4 @@ def main(params, budget: int | None = None, seed: int | None = None) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(__doc__, main, STAGE, budget=True)
+    run_stage(__doc__, main, STAGE, draws_labels=True)

@@ -12,17 +12,17 @@ Writes: models/pretrain_sup/ (one encoder, two heads: loads as the architecture'
         checkpoints/pretrain_sup/ (resume).
 Params: seed, runtime, pretrain_sup.
 
-As a study run (`--variant spt|tapt --seed N`, the study_pretrain stage) it writes to
-models/study/<variant>-<seed>/pretrain_sup/ and the matching metrics and plots; tapt is the same
+As a study run (`--arm spt|tapt --seed N`, the study_pretrain stage) it writes to
+models/study/<arm>-<seed>/pretrain_sup/ and the matching metrics and plots; tapt is the same
 budget and schedule with lambda = 0: masked-LM on the same texts without their labels (task-adaptive
 pretraining), the arm that separates what the labels add from what more masked-LM adds.
-As a setting of the sweep (`--variant spt --seed N --weighting W --lambda L`, the study_sweep_pretrain
+As a setting of the sweep (`--arm spt --seed N --weighting W --lambda L`, the study_sweep_pretrain
 stage) it is the spt arm's run with pretrain_sup.weighting and pretrain_sup.lambda replaced by W and L,
 everything else equal, and writes to models/study/spt-W-lL-N/pretrain_sup/ (metrics and plots alike).
-As a run of the label-budget curve (`--variant spt|tapt --seed N --n-per-class B`, study_budget_pretrain)
+As a run of the label-budget curve (`--arm spt|tapt --seed N --n-per-class B`, study_budget_pretrain)
 it trains on the task's train texts as the full set's run does, but only data/budgets/nB-N's B per class
 carry their labels: they make up study.labeled_share of the examples (cycled), the other train texts the
-rest, masked-LM only (task_mixture); it writes to models/study/<variant>-nB-N/pretrain_sup/.
+rest, masked-LM only (task_mixture); it writes to models/study/<arm>-nB-N/pretrain_sup/.
 
 Every training example is masked for L_mlm; labeled train texts also carry their class for
 L_supervised, which by default (``supervised_input: clean``) reads the unmasked text, as finetuning
@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import json
 
-from stages.common import paths
-from stages.common.cli import run_stage
+from spt import paths
+from stages.cli import run_stage
 
 STAGE = "pretrain_sup"
 PLOTS = {"loss": ["loss", "loss_mlm", "loss_supervised", "learning_rate", "flops"], "lambda": ["lambda"],
@@ -73,7 +73,7 @@ def mix_unlabeled(labeled, unlabeled, unlabeled_share: float, seed: int, stoppin
     ``unlabeled_share`` of the examples; ``stopping_strategy`` as datasets.interleave_datasets takes it."""
     import datasets
 
-    from stages.common.model import IGNORE_INDEX
+    from spt.model.encoders import IGNORE_INDEX
 
     unlabeled = unlabeled.select_columns(["input_ids"])
     unlabeled = unlabeled.add_column("label", [IGNORE_INDEX] * len(unlabeled)).cast(labeled.features)
@@ -95,72 +95,63 @@ def plateau_exit_step(rows: list[dict], labels: list[int], fraction: float = PLA
                  and row.get("lambda", 1.0) > 0 and row["loss_supervised"] < threshold), None)
 
 
-def study_settings(params, variant: str | None, seed: int | None, setting: paths.SweepSetting | None = None):
-    """The pretrain_sup section and seed of the main chain (variant None), of a study run, or of a setting
-    of the sweep (the spt arm with ``setting``'s weighting and lambda)."""
-    cfg = params.pretrain_sup
-    if variant is None:
-        return cfg, params.seed
-    if variant == "tapt":
-        cfg = cfg.model_copy(update={"lambda_": 0.0, "lambda_min": 0.0, "lambda_schedule": "constant"})
-    if setting is not None:
-        cfg = cfg.swept(setting.weighting, setting.lambda_)
-    return cfg, seed
-
-
-def main(params, variant: str | None = None, seed: int | None = None,
-         setting: paths.SweepSetting | None = None, budget: int | None = None) -> None:
+def main(params, run=None) -> None:
+    """Pretrain the main chain (``run`` None) or a study run's arm (a :class:`study.run.Run`: spt or tapt)."""
     import dataclasses
 
     import datasets
     from transformers import AutoTokenizer
 
-    from stages.common.checkpoints import verify_checkpoint
-    from stages.common.collators import MaskingCollator
-    from stages.common.config import section_dict
-    from stages.common.hashing import data_sha256
-    from stages.common.metrics import classification_scores
-    from stages.common.model import EncoderForSupervisedPretraining
-    from stages.common.runtime import configure_runtime, training_arguments
-    from stages.common.tokenization import by_length, load_labeled
-    from stages.common.tracking import budget_tags, tracked_run
-    from stages.common.trainers import EpochCallback, JointLossTrainer, last_logged
-    from stages.common.training_run import (
+    from spt.train.checkpoints import verify_checkpoint
+    from spt.train.collators import MaskingCollator
+    from spt.config import section_dict
+    from spt.hashing import data_sha256
+    from spt.metrics import classification_scores
+    from spt.model.encoders import EncoderForSupervisedPretraining
+    from spt.train.runtime import configure_runtime, training_arguments
+    from spt.data.tokenization import by_length, load_labeled
+    from spt.tracking import tracked_run
+    from spt.train.trainers import EpochCallback, JointLossTrainer, last_logged
+    from spt.train.training_run import (
         begin_training,
         finish_training,
         reuse_identical_run,
     )
 
-    cfg, seed = study_settings(params, variant, seed, setting)
-    study_run = paths.study_run_name(variant, seed, setting, budget) if variant else None
+    from study.arms import pretrain_sup_settings
+    from study.run import name_of, study_tags, twins
+
+    cfg = pretrain_sup_settings(params.pretrain_sup, run)
+    seed = params.seed if run is None else run.seed
+    labeled_dir = paths.LABELED if run is None else run.labeled
+    curve_point = run is not None and run.labels_per_class is not None
     configure_runtime(params.runtime, seed)
     with tracked_run(STAGE, params, system_metrics=True) as tracker:
         init_hash = verify_checkpoint(paths.model_dir(INIT), INIT)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))
-        splits = load_labeled(budget, seed)
-        labeled = splits["train"] if budget is None else \
+        splits = load_labeled(labeled_dir)
+        labeled = splits["train"] if not curve_point else \
             task_mixture(splits["train"], splits["unlabeled"], params.study.labeled_share, seed)
         train = training_mixture(labeled, datasets.load_from_disk(str(paths.CORPUS)), cfg.unlabeled_mix_ratio, seed)
         validation = by_length(splits["validation"]).select_columns(["input_ids", "label"])  # pads little
         validation = validation.add_column("example_id", list(range(len(validation))))
-        run = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
-                                              STAGE: section_dict(cfg)},
-                             {"data": data_sha256(budget, seed), "init": init_hash},
-                             {"train": len(splits["train"]), "validation": len(validation),
-                              **({"unlabeled": len(splits["unlabeled"])} if budget is not None else {}),
-                              **({"corpus": len(train) - len(labeled)} if cfg.unlabeled_mix_ratio else {})},
-                             study_run,
-                             # the setting this run trained with (a sweep's or tapt's, not params.yaml's)
-                             tags={"study_run": study_run or "main", "weighting": cfg.weighting,
-                                   "lambda": str(cfg.lambda_), **budget_tags(budget)},
-                             labeled=paths.labeled_dir(budget, seed))
-        tracker.log_params({"study.variant": variant or "main", "study.seed": seed,
+        training = begin_training(STAGE, tracker, {"seed": seed, "runtime": section_dict(params.runtime),
+                                                   STAGE: section_dict(cfg)},
+                                  {"data": data_sha256(labeled_dir), "init": init_hash},
+                                  {"train": len(splits["train"]), "validation": len(validation),
+                                   **({"unlabeled": len(splits["unlabeled"])} if curve_point else {}),
+                                   **({"corpus": len(train) - len(labeled)} if cfg.unlabeled_mix_ratio else {})},
+                                  name_of(run),
+                                  # the setting this run trained with (a sweep's or tapt's, not params.yaml's)
+                                  tags={**study_tags(run), "weighting": cfg.weighting, "lambda": str(cfg.lambda_)},
+                                  labeled=labeled_dir)
+        tracker.log_params({"study.arm": "main" if run is None else run.arm, "study.seed": seed,
                             "pretrain_sup.effective_lambda": cfg.lambda_,
                             "pretrain_sup.effective_weighting": cfg.weighting})
         # identical to the main chain's run: copied; a setting of the sweep equal to the spt arm's own setting
         # also copies the spt arm's run of its seed, when that is there already
-        if reuse_identical_run(run, (paths.study_run_name(variant, seed),) if setting else ()):
+        if reuse_identical_run(training, twins(run)):
             return
 
         model = EncoderForSupervisedPretraining.from_pretrained(
@@ -171,27 +162,27 @@ def main(params, variant: str | None = None, seed: int | None = None,
                                    clean_key="clean_input_ids" if cfg.supervised_input == "clean" else None)
         trainer = JointLossTrainer(
             model=model, joint=cfg,
-            args=training_arguments(cfg, run.checkpoints, seed, params.runtime, label_names=["labels"],
+            args=training_arguments(cfg, training.checkpoints, seed, params.runtime, label_names=["labels"],
                                     # with lambda(t) = 0 the classifier is outside the graph
                                     ddp_find_unused_parameters=True,
                                     # batches of similar lengths pad little: each encoder pass costs less
                                     train_sampling_strategy="group_by_length"),
             train_dataset=train, eval_dataset=validation, data_collator=collator,
-            callbacks=[EpochCallback(collator), run.history],
+            callbacks=[EpochCallback(collator), training.history],
             compute_metrics=lambda p: classification_scores(p.label_ids, p.predictions.argmax(axis=-1)),
         )
-        run_metrics = run.train(trainer)
+        run_metrics = training.train(trainer)
         # Judge the classifier head on clean (unmasked) validation text, as finetuning will see it.
         trainer.data_collator = dataclasses.replace(collator, mlm_probability=0.0, epoch=0, clean_key=None)
         evaluation = trainer.evaluate()
         metrics = {
             "val_accuracy": evaluation["eval_accuracy"],
             "val_macro_f1": evaluation["eval_macro_f1"],
-            **{f"{key}_last": last_logged(run.history.rows, key)
+            **{f"{key}_last": last_logged(training.history.rows, key)
                for key in ("loss", "loss_mlm", "loss_supervised", "lambda", "weight_mlm", "weight_supervised")},
             **({"learned_log_variance": trainer.learned_log_variance} if trainer.learned_log_variance else {}),
             # how soon the classifier learned anything: the first logging step below the plateau (null: never)
-            "plateau_exit_step": plateau_exit_step(run.history.rows, splits["train"]["label"]) if cfg.lambda_ > 0
+            "plateau_exit_step": plateau_exit_step(training.history.rows, splits["train"]["label"]) if cfg.lambda_ > 0
             else None,
             "train_examples": len(train),
             "steps": trainer.state.global_step,
@@ -200,7 +191,7 @@ def main(params, variant: str | None = None, seed: int | None = None,
             "global_batch_size": trainer.args.train_batch_size * trainer.args.gradient_accumulation_steps
             * trainer.args.world_size,
         }
-        finish_training(run, trainer, tokenizer, metrics, run_metrics, PLOTS,
+        finish_training(training, trainer, tokenizer, metrics, run_metrics, PLOTS,
                         {"init": str(paths.model_dir(INIT)), "init_sha256": init_hash,
                          # lambda(t) starts at lambda: with lambda = 0 the classifier never trained
                          "classifier_trained": cfg.lambda_ > 0})

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 
-from stages.common import paths
-from stages.common.cli import run_stage
-from stages.common.errors import ModelError
+from spt import paths
+from stages.cli import run_stage
+from spt.errors import ModelError
 
 STAGE = "pretrain_unsup"
 PLOTS = {"loss": ["loss", "learning_rate", "grad_norm", "flops"]}  # plot file -> logged keys
@@ -33,8 +33,8 @@ def with_example_ids(dataset, keep: tuple[str, ...] = ("input_ids",)):
 
 def build_model(params, tokenizer):
     """The masked-LM model to train, and the provenance of where it came from."""
-    from stages.common.model import EncoderForPackedMaskedLM, scratch_config
-    from stages.common.model_source import resolve_model_source
+    from spt.model.encoders import EncoderForPackedMaskedLM, scratch_config
+    from spt.model.source import resolve_model_source
 
     source = resolve_model_source(params.model)
     if source.name_or_path is None:
@@ -49,7 +49,7 @@ def build_model(params, tokenizer):
 
 
 def mlm_metrics(prediction) -> dict[str, float]:
-    from stages.common.metrics import masked_token_accuracy
+    from spt.metrics import masked_token_accuracy
 
     return {"masked_token_accuracy": masked_token_accuracy(prediction.predictions, prediction.label_ids)}
 
@@ -58,19 +58,19 @@ def main(params) -> None:
     import datasets
     from transformers import AutoTokenizer
 
-    from stages.common.collators import MaskingCollator
-    from stages.common.config import section_dict
-    from stages.common.hashing import content_sha256
-    from stages.common.model import masked_predictions
-    from stages.common.runtime import configure_runtime, training_arguments
-    from stages.common.tracking import tracked_run
-    from stages.common.trainers import (
+    from spt.train.collators import MaskingCollator
+    from spt.config import section_dict
+    from spt.hashing import content_sha256
+    from spt.model.encoders import masked_predictions
+    from spt.train.runtime import configure_runtime, training_arguments
+    from spt.tracking import tracked_run
+    from spt.train.trainers import (
         EpochCallback,
         HeadWarmup,
         StageTrainer,
         last_logged,
     )
-    from stages.common.training_run import begin_training, finish_training
+    from spt.train.training_run import begin_training, finish_training
 
     cfg = params.pretrain_unsup
     configure_runtime(params.runtime, params.seed)
