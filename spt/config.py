@@ -132,11 +132,11 @@ class ScratchConfig(Section):
     architecture: ScratchArchitecture = Field(
         "bert", description="the model_type; prepare trains the tokenizer kind it has (WordPiece for bert, electra "
         "and distilbert; byte-level BPE for roberta and modernbert; SentencePiece-style for xlm-roberta, deberta-v2)")
-    vocab_size: Annotated[int, Field(ge=100)] = 8000
-    hidden_size: PositiveInt = 256
-    num_layers: PositiveInt = 4
-    num_heads: PositiveInt = 4
-    intermediate_size: PositiveInt = 1024
+    vocab_size: Annotated[int, Field(ge=100)] = Field(8000, description="size of the tokenizer prepare trains")
+    hidden_size: PositiveInt = Field(256, description="hidden size of the encoder (a multiple of num_heads)")
+    num_layers: PositiveInt = Field(4, description="transformer layers")
+    num_heads: PositiveInt = Field(4, description="attention heads per layer")
+    intermediate_size: PositiveInt = Field(1024, description="feed-forward size of each layer")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> ScratchConfig:
@@ -196,9 +196,11 @@ class ModelConfig(Section):
 class PrepareConfig(Section):
     """Splitting, de-duplication, tokenization."""
 
-    max_length: Annotated[int, Field(ge=16, le=512)] = 64
-    val_fraction: Fraction = 0.1
-    test_fraction: Fraction = 0.1
+    max_length: Annotated[int, Field(ge=16, le=512)] = Field(
+        64, description="token limit per text (longer texts are truncated and counted) and the masked-LM block size")
+    val_fraction: Fraction = Field(0.1, description="share of the labeled rows in the validation split")
+    test_fraction: Fraction = Field(
+        0.1, description="share of the labeled rows in the test split (unused when data.test gives the test set)")
     group_column: str | None = Field(
         "auto",
         description="column whose groups never span two splits; 'auto' = the builtin's natural group "
@@ -232,14 +234,15 @@ class TrainingConfig(Section):
     """Keys shared by every training stage (each stage has its own copy in params.yaml)."""
 
     max_steps: PositiveInt | None = Field(None, description="optimizer steps; null trains for `epochs`")
-    epochs: Annotated[float, Field(gt=0)] = 1.0
-    batch_size: PositiveInt = 32
-    gradient_accumulation_steps: PositiveInt = 1
-    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 5e-5
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    weight_decay: Annotated[float, Field(ge=0, lt=1)] = 0.01
-    save_steps: PositiveInt = 50
-    logging_steps: PositiveInt = 10
+    epochs: Annotated[float, Field(gt=0)] = Field(1.0, description="passes over the data when max_steps is null")
+    batch_size: PositiveInt = Field(32, description="examples per batch and process (several processes: per GPU)")
+    gradient_accumulation_steps: PositiveInt = Field(1, description="batches summed into one optimizer step")
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = Field(5e-5, description="peak learning rate (AdamW)")
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="share of the steps with a linear warmup; the rate then decays linearly to 0")
+    weight_decay: Annotated[float, Field(ge=0, lt=1)] = Field(0.01, description="AdamW weight decay")
+    save_steps: PositiveInt = Field(50, description="interval of the Trainer checkpoints a killed run resumes from")
+    logging_steps: PositiveInt = Field(10, description="interval of the per-step metrics (MLflow, plots/)")
 
 
 class PretrainUnsupConfig(TrainingConfig):
@@ -249,8 +252,9 @@ class PretrainUnsupConfig(TrainingConfig):
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
     save_steps: PositiveInt = 10
     logging_steps: PositiveInt = 5
-    mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
-    whole_word_masking: bool = False
+    mlm_probability: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.15, description="share of tokens masked for L_mlm (of those: 80% [MASK], 10% random, 10% kept)")
+    whole_word_masking: bool = Field(False, description="mask every token of a chosen word together")
     head_warmup_steps: Annotated[int, Field(ge=0)] = Field(
         0, description="first steps that train only the heads, the encoder frozen (a fresh MLM head)")
 
@@ -262,11 +266,16 @@ class PretrainSupConfig(TrainingConfig):
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
     save_steps: PositiveInt = 25
     logging_steps: PositiveInt = 5
-    lambda_: Annotated[float, Field(ge=0, alias="lambda")] = 1.0
-    lambda_min: Annotated[float, Field(ge=0)] = 0.0
-    lambda_schedule: Literal["constant", "linear_decay", "cosine_decay", "exponential_decay"] = "constant"
-    mlm_probability: Annotated[float, Field(gt=0, lt=1)] = 0.15
-    whole_word_masking: bool = False
+    lambda_: Annotated[float, Field(ge=0, alias="lambda")] = Field(
+        1.0, description="weight of L_supervised where lambda(t) starts; 0 is the control run (masked-LM only)")
+    lambda_min: Annotated[float, Field(ge=0)] = Field(
+        0.0, description="where a decaying lambda_schedule ends (at most lambda)")
+    lambda_schedule: Literal["constant", "linear_decay", "cosine_decay", "exponential_decay"] = Field(
+        "constant", description="lambda(t) over the steps: constant, or a decay from lambda towards lambda_min "
+        "(linear and cosine reach it at the last step; exponential is lambda_min + (lambda - lambda_min) * 0.01^(t/T))")
+    mlm_probability: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.15, description="share of tokens masked for L_mlm (of those: 80% [MASK], 10% random, 10% kept)")
+    whole_word_masking: bool = Field(False, description="mask every token of a chosen word together")
     unlabeled_mix_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(
         0.0, description="fraction of training examples drawn from the unlabeled corpus (masked-LM only)"
     )
@@ -303,7 +312,9 @@ class FinetuneConfig(TrainingConfig):
     max_steps: PositiveInt | None = 40
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
     save_steps: PositiveInt = Field(20, description="checkpoint and validation interval (validated at step 0 too)")
-    init_from: Literal["pretrain_sup", "pretrain_unsup"] = "pretrain_sup"
+    init_from: Literal["pretrain_sup", "pretrain_unsup"] = Field(
+        "pretrain_sup", description="the checkpoint finetuning starts from: pretrain_sup (SPT, its classifier head "
+        "carried over) or pretrain_unsup (the standard recipe)")
     early_stopping_patience: PositiveInt | None = Field(
         4, description="evaluations without macro-F1 improvement before stopping; null disables"
     )
@@ -312,8 +323,9 @@ class FinetuneConfig(TrainingConfig):
 class EvaluateConfig(Section):
     """Test-set evaluation."""
 
-    batch_size: PositiveInt = 64
-    ece_bins: Annotated[int, Field(ge=2, le=100)] = 10
+    batch_size: PositiveInt = Field(64, description="test batch size (the embeddings floor embeds in batches of it)")
+    ece_bins: Annotated[int, Field(ge=2, le=100)] = Field(
+        10, description="confidence bins of the expected calibration error (ECE)")
 
 
 def distinct_values(values: list) -> list:
@@ -349,7 +361,9 @@ class StudyConfig(Section):
         0.99, description="steps-to-target: this fraction of the baseline's best validation macro-F1")
     target: Annotated[float, Field(gt=0, le=1)] | None = Field(
         None, description="steps-to-target: this validation macro-F1; null: target_fraction of the baseline's best")
-    bootstrap_samples: Annotated[int, Field(ge=100)] = 2000
+    bootstrap_samples: Annotated[int, Field(ge=100)] = Field(
+        2000, description="replicates of the hierarchical bootstrap (seeds, then test examples) behind the 95% "
+        "intervals")
     matched_baselines: list[Literal["baseline_matched", "baseline_flops"]] = Field(
         default_factory=lambda: ["baseline_flops"],
         description="the standard recipe given SPT's pretraining compute, in examples (baseline_matched) and/or "
@@ -407,7 +421,8 @@ class RuntimeConfig(Section):
     num_threads: Annotated[int, Field(ge=0)] = Field(
         2, description="torch CPU threads per process (results depend on it); 0 lets torch decide"
     )
-    dataloader_workers: Annotated[int, Field(ge=0)] = 0
+    dataloader_workers: Annotated[int, Field(ge=0)] = Field(
+        0, description="DataLoader worker processes (results depend on it); 0 loads in the training process")
     launch: str = Field(
         "python",
         description="the command dvc.yaml starts each training stage with, followed by "
@@ -425,7 +440,7 @@ class TrackingConfig(Section):
     """MLflow tracking."""
 
     uri: str | None = Field(None, description="tracking URI; null = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
-    experiment: str = "spt"
+    experiment: str = Field("spt", description="MLflow experiment the runs are logged under")
     required: bool = Field(True, description="false: continue with a warning when the server is unreachable")
     registered_model: str = Field("spt-classifier", description="Model Registry name; evaluate adds a version")
 
@@ -433,7 +448,9 @@ class TrackingConfig(Section):
 class Params(Section):
     """The whole of params.yaml."""
 
-    seed: Annotated[int, Field(ge=0)] = 42
+    seed: Annotated[int, Field(ge=0)] = Field(
+        42, description="seeds prepare's splits, pretrain_unsup and the main chain (initialisation, masking, data "
+        "order); the study's arms train once per study.seeds")
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     prepare: PrepareConfig = Field(default_factory=PrepareConfig)
