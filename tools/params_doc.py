@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from stages.common.config import Params
+from spt.config import Params
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

@@ -101,7 +101,7 @@ def expected_runs(repo: Path, ref: str, log: str, seed: int) -> dict[tuple[str, 
     for command in RAN.findall(log):
         stage, variant, run_seed = COMMAND.search(command).groups()
         run = f"{variant}-{run_seed}" if variant else "main"
-        if stage in ("pretrain_sup", "finetune") and variant == "spt" and int(run_seed) == seed:  # copied (README)
+        if stage in ("pretrain_sup", "finetune") and variant == "spt" and int(run_seed) == seed:  # copied (docs/pipeline.md)
             expected[(stage, run)] = {}
             continue
         points = dict.fromkeys(FINAL.get(stage, []), 1)

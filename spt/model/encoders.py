@@ -18,7 +18,7 @@ full head and then keeps the masked positions, the same loss at the full cost.
 
 The parts are kept outside the module tree (they would duplicate every parameter name), so
 ``nn.DataParallel``, the Trainer's single-process multi-GPU mode, would not replicate them: start
-several GPUs with ``runtime.launch: torchrun ...`` (DDP), as the README says.
+several GPUs with ``runtime.launch: torchrun ...`` (DDP), as docs/scaling.md says.
 """
 
 from __future__ import annotations
