@@ -23,9 +23,10 @@ import json
 import tempfile
 from pathlib import Path
 
+from harness import load_setup, timed_training
+
 import datasets
 import numpy as np
-from harness import load_setup, timed_training
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -100,7 +101,7 @@ def main() -> None:
     runs = [timed_training("reference (pad to 128)", reference, params.seed),
             timed_training("ours", ours({}), params.seed)]
     accuracy = {}
-    for run, test in zip(runs, (padded["test"], ours_data["test"])):
+    for run, test in zip(runs, (padded["test"], ours_data["test"]), strict=True):
         run.trainer.data_collator = run.trainer.data_collator.collator  # count training batches only
         prediction = run.trainer.predict(test)
         accuracy[run.name] = float(np.mean(prediction.predictions.argmax(-1) == prediction.label_ids))

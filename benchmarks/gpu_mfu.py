@@ -28,12 +28,12 @@ import datasets
 import torch
 from transformers import AutoTokenizer, BertConfig, Trainer, TrainerCallback
 
-from spt.train.collators import IGNORE_INDEX, MaskingCollator
 from spt.config import PretrainUnsupConfig, RuntimeConfig
-from spt.model.encoders import EncoderForPackedMaskedLM
-from spt.train.runtime import training_arguments
 from spt.data.sources import BUILTINS, iter_unlabeled
 from spt.data.tokenization import tokenize_and_pack
+from spt.model.encoders import EncoderForPackedMaskedLM
+from spt.train.collators import IGNORE_INDEX, MaskingCollator
+from spt.train.runtime import training_arguments
 from stages.pretrain_unsup import with_example_ids
 
 BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)

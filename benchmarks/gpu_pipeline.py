@@ -59,7 +59,7 @@ def main() -> int:
             return 1
         evaluation = json.loads((repo / "metrics" / "evaluate.json").read_text())
         print(f"\n{'stage':<40} {'seconds':>8}")
-        for (name, began), (_, ended) in zip(marks, marks[1:] + [("end", start + total)]):
+        for (name, began), (_, ended) in zip(marks, marks[1:] + [("end", start + total)], strict=True):
             print(f"{name:<40} {ended - began:>8.1f}")
         print(f"{'whole pipeline (dvc repro)':<40} {total:>8.1f}")
         print(f"test accuracy {100 * evaluation['accuracy']:.2f}%, macro-F1 {100 * evaluation['macro_f1']:.2f}%")

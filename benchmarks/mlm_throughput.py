@@ -23,13 +23,14 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import datasets
 from harness import load_setup, timed_training
+
+import datasets
 from transformers import AutoTokenizer, BertForMaskedLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
 from spt import paths
-from spt.train.collators import MaskingCollator
 from spt.model.encoders import EncoderForPackedMaskedLM
+from spt.train.collators import MaskingCollator
 from spt.train.runtime import training_arguments
 from stages.pretrain_unsup import with_example_ids
 

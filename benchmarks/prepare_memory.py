@@ -20,8 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from tools.sandbox import REPO
 from spt.data.sources import iter_unlabeled
+from tools.sandbox import REPO
 
 
 def write_corpus(path: Path, copies: int) -> int:

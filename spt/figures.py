@@ -17,7 +17,7 @@ def learning_curves(rows: list[dict[str, float]], keys: list[str], title: str, p
     present = [key for key in keys if any(key in row for row in rows)]
     figure = Figure(figsize=(7, 2.2 * max(len(present), 1)))
     axes = figure.subplots(len(present), 1, sharex=True, squeeze=False)
-    for axis, key in zip(axes[:, 0], present):
+    for axis, key in zip(axes[:, 0], present, strict=True):
         points = [(row["step"], row[key]) for row in rows if key in row]
         axis.plot([p[0] for p in points], [p[1] for p in points], marker="." if len(points) < 30 else None)
         axis.set_ylabel(key)

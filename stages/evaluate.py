@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from spt import paths
-from stages.cli import run_stage
 from spt.outputs import atomic_output, write_json
+from stages.cli import run_stage
 
 STAGE = "evaluate"
 MODEL = "finetune"
@@ -76,7 +76,7 @@ def write_plots(report: dict, labels: np.ndarray, predictions: np.ndarray, label
         with open(staging / "confusion.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["actual", "predicted"])
-            writer.writerows((label_names[a], label_names[p]) for a, p in zip(labels, predictions))
+            writer.writerows((label_names[a], label_names[p]) for a, p in zip(labels, predictions, strict=True))
         with open(staging / "per_class.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["label", "metric", "value"])
@@ -96,11 +96,11 @@ def main(params, run=None) -> None:
     import datasets
     from transformers import AutoConfig
 
-    from spt.train.checkpoints import verify_checkpoint
     from spt.hashing import content_sha256
     from spt.metrics import classification_report
-    from spt.train.runtime import configure_runtime
     from spt.tracking import tracked_run
+    from spt.train.checkpoints import verify_checkpoint
+    from spt.train.runtime import configure_runtime
 
     name = name_of(run)
     configure_runtime(params.runtime, params.seed)
@@ -161,11 +161,11 @@ def floor_features(params, floor: str, labeled) -> tuple[dict | None, dict]:
 def evaluate_floor(params, run) -> None:
     """A floor without pretraining (``--arm tfidf|embeddings``): fit, choose C on validation, score test
     (on the labels-per-class curve: fit on that point's labels)."""
-    from study.floors import choose_and_predict
+    from spt.data.tokenization import load_labeled
     from spt.hashing import data_sha256
     from spt.metrics import classification_report
-    from spt.data.tokenization import load_labeled
     from spt.tracking import tracked_run
+    from study.floors import choose_and_predict
 
     floor, name = run.arm, run.name
     with tracked_run(STAGE, params) as tracker:

@@ -71,20 +71,19 @@ def main(params, run=None) -> None:
         EarlyStoppingCallback,
     )
 
-    from spt.train.checkpoints import verify_checkpoint
     from spt.config import section_dict
+    from spt.data.tokenization import by_length, load_labeled
     from spt.hashing import data_sha256
     from spt.metrics import classification_scores
-    from spt.train.runtime import configure_runtime, training_arguments
-    from spt.data.tokenization import by_length, load_labeled
     from spt.tracking import tracked_run
+    from spt.train.checkpoints import verify_checkpoint
+    from spt.train.runtime import configure_runtime, training_arguments
     from spt.train.trainers import StageTrainer
     from spt.train.training_run import (
         begin_training,
         finish_training,
         reuse_identical_run,
     )
-
     from study.arms import PRETRAINED_ARMS, finetune_settings
     from study.run import name_of, study_tags, twins
 

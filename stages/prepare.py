@@ -34,11 +34,7 @@ import numpy as np
 import pandas as pd
 
 from spt import paths
-from stages.cli import run_stage
-from spt.errors import DataError
-from spt.hashing import content_sha256
-from spt.model.source import resolve_model_source
-from spt.outputs import atomic_output, write_json
+from spt.data.grammar import dataset_name
 from spt.data.sources import iter_unlabeled, read_labeled
 from spt.data.splits import (
     SPLITS,
@@ -48,8 +44,12 @@ from spt.data.splits import (
     split_labeled,
     text_key,
 )
-from spt.data.grammar import dataset_name
+from spt.errors import DataError
+from spt.hashing import content_sha256
+from spt.model.source import resolve_model_source
+from spt.outputs import atomic_output, write_json
 from spt.tracking import tracked_run
+from stages.cli import run_stage
 
 STAGE = "prepare"
 PERCENTILES = (50, 90, 95, 99)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 
 from spt import paths
-from stages.cli import run_stage
 from spt.errors import ModelError
+from stages.cli import run_stage
 
 STAGE = "pretrain_unsup"
 PLOTS = {"loss": ["loss", "learning_rate", "grad_norm", "flops"]}  # plot file -> logged keys
@@ -58,12 +58,12 @@ def main(params) -> None:
     import datasets
     from transformers import AutoTokenizer
 
-    from spt.train.collators import MaskingCollator
     from spt.config import section_dict
     from spt.hashing import content_sha256
     from spt.model.encoders import masked_predictions
-    from spt.train.runtime import configure_runtime, training_arguments
     from spt.tracking import tracked_run
+    from spt.train.collators import MaskingCollator
+    from spt.train.runtime import configure_runtime, training_arguments
     from spt.train.trainers import (
         EpochCallback,
         HeadWarmup,

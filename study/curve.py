@@ -101,7 +101,7 @@ def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], n_per_cla
             "scores": {name: {**score_interval(actual, predictions[name], len(names), study.bootstrap_samples, seed,
                                                VERDICT_LEVEL), "val_macro_f1_mean": validation[name],
                               "floor": name not in runs} for name in predictions},
-            "seeds_not_learning": {arm: [s for s, r in zip(study.seeds, arm_runs) if not_learning(r)]
+            "seeds_not_learning": {arm: [s for s, r in zip(study.seeds, arm_runs, strict=True) if not_learning(r)]
                                    for arm, arm_runs in runs.items() if arm != "spt"},
             "best_other": best, "spt_minus_best_other": differences[f"spt_minus_{best}"], "differences": differences}
 

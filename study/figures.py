@@ -28,7 +28,8 @@ def study_curves(runs: dict[str, list[dict]], path: Path, selection: dict | None
             axes[0].plot(run["total_flops"], run["val_macro_f1"], color=color, alpha=0.8, marker=".", label=label)
             axes[1].plot(run["total_steps"], run["val_macro_f1"], color=color, alpha=0.8, marker=".", label=label)
             if run["pretraining_steps"]:
-                for axis, x in zip(axes, (run["pretraining_flops"], run["pretraining_steps"])):
+                # the FLOPs and steps panels only: a third (the sweep's) is left out on purpose
+                for axis, x in zip(axes, (run["pretraining_flops"], run["pretraining_steps"]), strict=False):
                     axis.axvline(x, color=color, alpha=0.25, linestyle=":")
     axes[0].set_xlabel("training FLOPs since pretrain_unsup (pretraining + finetuning)")
     axes[1].set_xlabel("training steps since pretrain_unsup (pretraining + finetuning)")
@@ -57,7 +58,8 @@ def budget_curve(curve: dict, path: Path) -> Path:
     figure = Figure(figsize=(13, 4.8))
     left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     for offset, name in enumerate(names):
-        rows = [(xi, point["scores"][name]["accuracy"]) for xi, point in zip(x, points) if name in point["scores"]]
+        rows = [(xi, point["scores"][name]["accuracy"]) for xi, point in zip(x, points, strict=True)
+                if name in point["scores"]]
         shift = 1 + 0.03 * (offset - (len(names) - 1) / 2)  # side by side, so the intervals do not hide each other
         floor = name in FLOOR_ARMS
         color = f"C{len(ARMS) + FLOOR_ARMS.index(name)}" if floor else f"C{ARMS.index(name)}"
@@ -73,7 +75,7 @@ def budget_curve(curve: dict, path: Path) -> Path:
                              [(d["high"] - d["diff"]) * 100 for d in diffs]],
                        color=f"C{ARMS.index('spt')}", marker="o" if metric == "accuracy" else "D",
                        linestyle=style, capsize=4, label=metric.replace("_", "-"))
-    for xi, point in zip(x, points):
+    for xi, point in zip(x, points, strict=True):
         top = max(point["spt_minus_best_other"][metric]["high"] for metric in ("accuracy", "macro_f1"))
         right.annotate(f"vs {point['best_other']}", (xi, top * 100), textcoords="offset points",
                        xytext=(0, 6), ha="center", fontsize="small")

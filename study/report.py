@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from spt import paths
+from study.arms import PRETRAINED_ARMS
 from study.curve import budget_report
 from study.sweep import chosen_line, selection_report
 from study.text import cell, mean_std
@@ -127,11 +128,11 @@ def timings_report(arm_runs: dict[str, list[str]]) -> tuple[str, dict[str, float
     for variant, runs in arm_runs.items():
         totals, parts = [], {"pretrain_sup": [], "finetune": []}
         for run in runs:
-            stages = ["pretrain_sup", "finetune"] if variant in paths.PRETRAINED_ARMS else ["finetune"]
+            stages = ["pretrain_sup", "finetune"] if variant in PRETRAINED_ARMS else ["finetune"]
             files = [paths.timing_file(stage, run) for stage in stages]
             if all(file.is_file() for file in files):
                 seconds = [json.loads(file.read_text())["train_runtime"] for file in files]
-                for stage, value in zip(stages, seconds):
+                for stage, value in zip(stages, seconds, strict=True):
                     parts[stage].append(value)
                 totals.append(sum(seconds))
         if totals:

@@ -85,9 +85,9 @@ def _hierarchical(labels: np.ndarray, predictions_a: np.ndarray, predictions_b: 
     result = {}
     for metric in ("accuracy", "macro_f1"):
         point = sum(sign * np.array([_score(metric, labels[None], row[None], n_classes)[0] for row in arm])
-                    for sign, arm in zip(signs, arms))
+                    for sign, arm in zip(signs, arms, strict=True))
         per_seed = sum(sign * np.stack([_score(metric, resampled_labels, row[example_draws], n_classes) for row in arm])
-                       for sign, arm in zip(signs, arms))  # [seeds, samples]
+                       for sign, arm in zip(signs, arms, strict=True))  # [seeds, samples]
         replicates = np.take_along_axis(per_seed, seed_draws.T, axis=0).mean(axis=0)
         result[metric] = {point_name: float(point.mean()), "low": float(np.percentile(replicates, tail)),
                           "high": float(np.percentile(replicates, 100 - tail))}

@@ -42,8 +42,8 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int, f
         arm_runs = runs[variant]
         accuracy = [r["scores"]["accuracy"] for r in arm_runs]
         macro_f1 = [r["scores"]["macro_f1"] for r in arm_runs]
-        reached = [first_reaching(r["val_macro_f1"], t) for r, t in zip(arm_runs, targets)]
-        hits = [(r, i) for r, i in zip(arm_runs, reached) if i is not None]
+        reached = [first_reaching(r["val_macro_f1"], t) for r, t in zip(arm_runs, targets, strict=True)]
+        hits = [(r, i) for r, i in zip(arm_runs, reached, strict=True) if i is not None]
 
         def interval(values: list[float]) -> dict | None:
             return seed_interval(values, study.bootstrap_samples, seed, VERDICT_LEVEL)
@@ -55,7 +55,8 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int, f
             "finetune_steps": float(np.mean([r["finetune_steps"] for r in arm_runs])),
             "training_flops": float(np.mean([r["pretraining_flops"] + r["finetune_flops"] for r in arm_runs])),
             "target_reached": f"{len(hits)}/{len(arm_runs)}",
-            "seeds_not_learning": [s for s, r in zip(seeds, arm_runs) if variant != "spt" and not_learning(r)],
+            "seeds_not_learning": [s for s, r in zip(seeds, arm_runs, strict=True)
+                                   if variant != "spt" and not_learning(r)],
             "steps_to_target_finetune": interval([r["steps"][i] for r, i in hits]),
             "steps_to_target_total": interval([r["total_steps"][i] for r, i in hits]),
             "flops_to_target_total": interval([r["total_flops"][i] for r, i in hits]),

@@ -100,7 +100,7 @@ def selection_summary(candidates: list[Candidate], seeds: list[int], scores: lis
              "runs": [c.run(seed) for seed in seeds], "val_macro_f1_mean": seed_mean(row),
              "val_macro_f1_std": spread(row), "val_macro_f1_per_seed": row, "plateau_exit_steps": exit_steps,
              "chosen": index == chosen}
-            for index, (c, row, exit_steps) in enumerate(zip(candidates, scores, exits))]
+            for index, (c, row, exit_steps) in enumerate(zip(candidates, scores, exits, strict=True))]
     return {"criterion": "highest mean over seeds of finetune's best validation macro-F1 (metrics/study/<run>/"
                          "finetune.json: val_macro_f1); ties: the spt arm's own setting, then the order listed",
             "chosen": {key: rows[chosen][key] for key in ("weighting", "lambda", "spt_arm", "run", "runs",

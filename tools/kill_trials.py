@@ -37,8 +37,8 @@ from pathlib import Path
 import yaml
 
 from spt.hashing import content_sha256
-from tools.sandbox import TRAINING_STAGES, longer_runs, stage_env, tiny_repository
 from spt.train.resume import is_complete_checkpoint
+from tools.sandbox import TRAINING_STAGES, longer_runs, stage_env, tiny_repository
 
 RESUMED = re.compile(r"resuming from \S*checkpoint-(\d+)")
 

@@ -43,7 +43,7 @@ FINAL = {"prepare": ["rows_read", "corpus_tokens", "rows_train", "rows_validatio
          "evaluate": ["accuracy", "macro_f1", "ece"], "pretrain_unsup": ["steps", "flops"],
          "pretrain_sup": ["steps", "flops"], "finetune": ["steps", "flops"]}
 PARENT = ["test_accuracy", "test_macro_f1", "test_ece"]  # logged by the main chain's evaluate
-COMMAND = re.compile(r"-m stages\.(\w+)(?: --variant (\w+) --seed (\d+))?")
+COMMAND = re.compile(r"-m stages\.(\w+)(?: --arm (\w+) --seed (\d+))?")
 RAN = re.compile(r"^Running stage '[^']+':\s*\n> (.+)$", re.MULTILINE)  # in `dvc queue logs`
 
 
@@ -99,9 +99,10 @@ def expected_runs(repo: Path, ref: str, log: str, seed: int) -> dict[tuple[str, 
                            text=True, check=True).stdout.split()
     expected: dict[tuple[str, str], dict[str, int]] = {}
     for command in RAN.findall(log):
-        stage, variant, run_seed = COMMAND.search(command).groups()
-        run = f"{variant}-{run_seed}" if variant else "main"
-        if stage in ("pretrain_sup", "finetune") and variant == "spt" and int(run_seed) == seed:  # copied (docs/pipeline.md)
+        stage, arm, run_seed = COMMAND.search(command).groups()
+        run = f"{arm}-{run_seed}" if arm else "main"
+        # the spt arm of the main seed copies the main chain (docs/pipeline.md)
+        if stage in ("pretrain_sup", "finetune") and arm == "spt" and int(run_seed) == seed:
             expected[(stage, run)] = {}
             continue
         points = dict.fromkeys(FINAL.get(stage, []), 1)

@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from tools.sandbox import REPO, copy_repository, stage_env, tiny_repository, write_tiny_data
+
 # Across machines, float results agree only to about 1e-7 (summation order in BLAS and threads,
 # CPU instruction sets); on one machine they are identical.
 ACROSS_MACHINES = 1e-5
@@ -130,7 +131,7 @@ def run_gate(scratch: Path, rel_tol: float, default: bool) -> int:
     tiny = [tiny_repository((scratch / name / "repo"), scratch / "data")
             for name in ("a", "a-copy-at-a-longer-path")]
     started = time.monotonic()
-    runs = {repo: start(["dvc", "repro"], repo, env) for repo, env in zip(tiny, environments(scratch))}
+    runs = {repo: start(["dvc", "repro"], repo, env) for repo, env in zip(tiny, environments(scratch), strict=True)}
     if default:
         default_repo = copy_repository(scratch / "default")
         runs[default_repo] = start(["dvc", "repro", DEFAULT_STAGE], default_repo, stage_env())

@@ -42,8 +42,9 @@ def write_tiny_data(directory: Path, movies: int = 40) -> None:
     tiny = frame[frame["group"].isin(chosen)].rename(columns={"group": "movie_name"})
     directory.mkdir(parents=True, exist_ok=True)
     tiny.to_csv(directory / "labeled.csv", index=False)
+    # the first 120 texts of the stream: the range stops the zip on purpose
     plots = [text.replace("\n", " ") for text, _ in zip(iter_unlabeled("builtin:rotten_tomatoes", "text"),
-                                                         range(120))]
+                                                         range(120), strict=False)]
     (directory / "unlabeled.txt").write_text("\n".join(plots) + "\n", encoding="utf-8")
 
 
@@ -55,8 +56,8 @@ def write_tiny_encoder(directory: Path, architecture: str, texts: list[str]) -> 
     from transformers import AutoModelForMaskedLM
 
     from spt.config import ScratchConfig
-    from spt.model.encoders import scratch_config
     from spt.data.tokenization import SCRATCH_TOKENIZERS, save_tokenizer, train_tokenizer
+    from spt.model.encoders import scratch_config
 
     tokenizer = train_tokenizer(SCRATCH_TOKENIZERS[architecture], lambda: iter([texts]), 500, 64)
     sizes = ScratchConfig(architecture=architecture, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from spt.errors import DataError
 from spt.data.sources import LabeledSource, is_missing
+from spt.errors import DataError
 
 SPLITS = ("train", "validation", "test")
 

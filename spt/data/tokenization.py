@@ -164,7 +164,7 @@ def tokenize_labeled(split: datasets.Dataset, tokenizer: PreTrainedTokenizerBase
     def encode(batch: dict) -> dict:
         ids = tokenizer(batch["text"], add_special_tokens=True, verbose=False)["input_ids"]
         truncated = [len(x) > max_length for x in ids]
-        ids = [x[: max_length - 1] + x[-1:] if cut else x for x, cut in zip(ids, truncated)]
+        ids = [x[: max_length - 1] + x[-1:] if cut else x for x, cut in zip(ids, truncated, strict=True)]
         return {"input_ids": ids, "length": [len(x) for x in ids], "truncated": truncated}
 
     return split.map(encode, batched=True, batch_size=BATCH, desc="tokenize labeled")

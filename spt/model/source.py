@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spt.config import ModelConfig
+from spt.data.grammar import BUILTINS
 from spt.errors import ModelError
 from spt.hashing import content_sha256
-from spt.data.grammar import BUILTINS
 
 # Tested end to end (tests/test_architectures.py); any other model_type with a masked-LM and a
 # sequence-classification class in transformers is accepted too.

@@ -8,10 +8,10 @@ from typing import Any
 
 from safetensors import safe_open
 
+from spt.data.tokenization import save_tokenizer
 from spt.errors import ModelError
 from spt.hashing import content_sha256
 from spt.outputs import atomic_output
-from spt.data.tokenization import save_tokenizer
 
 PROVENANCE_FILE = "provenance.json"
 

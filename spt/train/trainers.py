@@ -21,6 +21,8 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from spt.config import ConfigError, PretrainSupConfig
+from spt.model.encoders import IGNORE_INDEX
+from spt.outputs import atomic_output
 from spt.train.losses import (
     UncertaintyWeights,
     gradcos_gate,
@@ -31,8 +33,6 @@ from spt.train.losses import (
     uncertainty_loss,
     uncertainty_weights,
 )
-from spt.model.encoders import IGNORE_INDEX
-from spt.outputs import atomic_output
 
 
 class EpochCallback(TrainerCallback):
@@ -347,7 +347,7 @@ class JointLossTrainer(StageTrainer):
         with FlopCounterMode(display=False) as diagnostics:
             for key, loss in (("mlm", mlm_loss), ("supervised", cls_loss)):
                 grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-                for total, grad in zip(self._split[key], grads):
+                for total, grad in zip(self._split[key], grads, strict=True):
                     if grad is not None:
                         total.add_(grad, alpha=scale)
         if self.joint.weighting != "gradcos":
@@ -363,7 +363,7 @@ class JointLossTrainer(StageTrainer):
         if self.joint.weighting == "gradcos":
             gate = gradcos_gate(cosine, supervised_norm)
             if gate != 1.0:  # the encoder's gradient holds g_mlm + lambda g_sup: keep gate * g_mlm of it
-                for parameter, mlm in zip(split["params"], split["mlm"]):
+                for parameter, mlm in zip(split["params"], split["mlm"], strict=True):
                     if parameter.grad is not None:
                         parameter.grad.sub_(mlm, alpha=1.0 - gate)
             self._step_weights = (gate, self._step_weights[1])
@@ -400,7 +400,8 @@ class JointLossTrainer(StageTrainer):
             means = torch.tensor([value / counts.get(key, self._count) if counts.get(key, self._count) else math.nan
                                   for key, value in self._sums.items()], device=self.args.device)
             logs.update((key, value) for key, value in zip(self._sums, self.accelerator.reduce(
-                means, reduction="mean").tolist()) if not math.isnan(value))  # no labeled batch: not logged
+                means, reduction="mean").tolist(), strict=True)
+                        if not math.isnan(value))  # no labeled batch: not logged
             self._sums = dict.fromkeys(self._sums, 0.0)
             self._count = self._labeled_count = 0
             # the same on every process: weights follow lambda(t) and the (averaged) gradients

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from spt import paths
-from spt.train.checkpoints import PROVENANCE_FILE, save_checkpoint
 from spt.hashing import content_sha256
 from spt.outputs import atomic_output, write_json
+from spt.train.checkpoints import PROVENANCE_FILE, save_checkpoint
 from spt.train.resume import (
     clear_checkpoints,
     fingerprint,

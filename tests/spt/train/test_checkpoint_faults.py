@@ -1,0 +1,167 @@
+"""Checkpoint faults (spt/train/resume.py): a kill mid-save never yields a checkpoint that is resumed, and a run
+resumed mid-epoch replays that epoch's data order.
+
+Killed stages, a dying tracking server and experiments run at once: tests/e2e/test_faults.py; SIGKILL at random
+moments in every stage, with byte-identical results afterwards: tools/kill_trials.py.
+"""
+
+import json
+import signal
+from types import SimpleNamespace
+
+import datasets
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from spt.train.resume import (
+    COMPLETE_FILE,
+    MarkCompleteCheckpoints,
+    is_complete_checkpoint,
+    mark_complete,
+    resumable_checkpoint,
+)
+
+
+def write_checkpoint(directory, step, files=("model", "optimizer", "scheduler", "rng", "state")):
+    """A checkpoint as the Trainer writes it: weights, optimizer, scheduler, RNG, then trainer_state.json."""
+    path = directory / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    writers = {
+        "model": lambda: save_file({"weight": torch.full((32, 32), float(step))}, path / "model.safetensors"),
+        "optimizer": lambda: torch.save({"state": {0: torch.ones(32, 32) * step}}, path / "optimizer.pt"),
+        "scheduler": lambda: torch.save({"last_epoch": step}, path / "scheduler.pt"),
+        "rng": lambda: torch.save({"cpu": torch.random.get_rng_state()}, path / "rng_state.pth"),
+        "state": lambda: (path / "trainer_state.json").write_text(json.dumps({"global_step": step})),
+    }
+    for name in files:
+        writers[name]()
+    return path
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+# Ways a kill (or a kill during the deletion of an old checkpoint) can leave checkpoint-20.
+FAULTS = {
+    # killed while writing the optimizer: no trainer_state.json, no completion record
+    "killed mid-save": lambda path: truncate(path / "optimizer.pt"),
+    # every Trainer file written, killed before the completion record (e.g. while rotating old ones)
+    "not marked complete": lambda path: (path / COMPLETE_FILE).unlink(),
+    # a kill during shutil.rmtree of the checkpoint: some files already gone
+    "missing optimizer": lambda path: (path / "optimizer.pt").unlink(),
+    "missing rng state": lambda path: (path / "rng_state.pth").unlink(),
+    "truncated safetensors": lambda path: truncate(path / "model.safetensors"),
+    "no trainer_state": lambda path: (path / "trainer_state.json").unlink(),
+    "truncated completion record": lambda path: truncate(path / COMPLETE_FILE),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_partial_checkpoint_is_removed_and_the_previous_complete_one_resumed(tmp_path, fault):
+    directory = tmp_path / "checkpoints"
+    resumable_checkpoint(directory, "f1")
+    previous = write_checkpoint(directory, 10)
+    mark_complete(previous)
+    if fault == "killed mid-save":
+        partial = write_checkpoint(directory, 20, files=("model", "optimizer"))
+    else:
+        partial = write_checkpoint(directory, 20)
+        mark_complete(partial)
+    assert is_complete_checkpoint(partial) == (fault != "killed mid-save")
+    FAULTS[fault](partial)
+
+    assert not is_complete_checkpoint(partial)
+    assert resumable_checkpoint(directory, "f1") == str(previous)
+    assert not partial.exists()
+    assert is_complete_checkpoint(previous)  # untouched
+
+
+def test_trainer_state_alone_does_not_make_a_checkpoint_complete(tmp_path):
+    # What the old check accepted: trainer_state.json parses, yet the weights are cut short.
+    path = write_checkpoint(tmp_path, 30)
+    truncate(path / "model.safetensors")
+    assert json.loads((path / "trainer_state.json").read_text()) == {"global_step": 30}
+    assert not is_complete_checkpoint(path)
+
+
+def test_on_save_marks_the_checkpoint_the_trainer_just_wrote(tmp_path):
+    written = write_checkpoint(tmp_path, 40)
+    older = write_checkpoint(tmp_path, 30)
+    state = SimpleNamespace(global_step=40, is_world_process_zero=True)
+    MarkCompleteCheckpoints().on_save(SimpleNamespace(output_dir=str(tmp_path)), state, None)
+    assert is_complete_checkpoint(written)
+    assert not is_complete_checkpoint(older)
+    recorded = json.loads((written / COMPLETE_FILE).read_text())
+    assert recorded == {name: (written / name).stat().st_size for name in
+                        ("model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt", "trainer_state.json")}
+
+
+def tiny_classifier_run(output_dir, kill_at_step=None):
+    """A tiny BERT classifier trained 30 steps (3 epochs) with length-grouped batches, through train_resumably.
+
+    ``kill_at_step``: die at the end of that step, leaving the checkpoints saved before it.
+    """
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+        set_seed,
+    )
+
+    from spt.train.resume import train_resumably
+
+    class Killed(Exception):
+        pass
+
+    class Die(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == kill_at_step:
+                raise Killed
+
+    set_seed(7)
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(3, 12, (40,), generator=generator).tolist()
+    data = datasets.Dataset.from_dict({
+        "input_ids": [torch.randint(1, 50, (n,), generator=generator).tolist() for n in lengths],
+        "label": torch.randint(0, 2, (40,), generator=generator).tolist()})
+
+    def pad(rows):
+        width = max(len(row["input_ids"]) for row in rows)
+        ids = torch.tensor([row["input_ids"] + [0] * (width - len(row["input_ids"])) for row in rows])
+        labels = torch.tensor([row["label"] for row in rows])
+        return {"input_ids": ids, "attention_mask": (ids != 0).long(), "labels": labels}
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=32,
+                                                     max_position_embeddings=16))
+    args = TrainingArguments(output_dir=str(output_dir), max_steps=30, per_device_train_batch_size=4, save_steps=5,
+                             save_total_limit=2, learning_rate=1e-2, seed=7, data_seed=7, use_cpu=True,
+                             report_to="none", train_sampling_strategy="group_by_length", logging_steps=5,
+                             disable_tqdm=True, remove_unused_columns=False)
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=pad,
+                      callbacks=[Die()] if kill_at_step else [])
+    sigint = signal.getsignal(signal.SIGINT)  # train_resumably's Ctrl-C handler stays set when it dies
+    try:
+        train_resumably(trainer, output_dir, "tiny")
+    except Killed:
+        return None
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    return {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+
+
+def test_resume_after_the_first_epoch_draws_the_same_length_grouped_order(tmp_path):
+    # group_by_length draws each epoch's order from the global torch RNG when the epoch starts; a
+    # run resumed mid-epoch must draw the order the uninterrupted run drew, not a new one.
+    reference = tiny_classifier_run(tmp_path / "reference")
+    assert tiny_classifier_run(tmp_path / "resumed", kill_at_step=17) is None
+    assert is_complete_checkpoint(tmp_path / "resumed" / "checkpoint-15")  # in the second epoch (10 steps each)
+    resumed = tiny_classifier_run(tmp_path / "resumed")
+    assert reference and all(torch.equal(reference[name], resumed[name]) for name in reference)
+
+
