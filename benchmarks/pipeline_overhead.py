@@ -32,7 +32,7 @@ EXPECTED_AFTER_LAMBDA = ["pretrain_sup", "finetune", "evaluate", "study_pretrain
                          "study_finetune@spt-7", "study_matched@baseline_matched-7", "study_matched@baseline_flops-7",
                          "study_evaluate@spt-7", "study_evaluate_matched@baseline_matched-7",
                          "study_evaluate_matched@baseline_flops-7", "compare"]
-OPTIONAL = {"study_pretrain@tapt-7"}
+OPTIONAL = {"study_tapt@tapt-7"}
 
 
 def timed(repo: Path, *command: str) -> tuple[float, str]:

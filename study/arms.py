@@ -32,13 +32,25 @@ def study_arms(matched_baselines: list[str]) -> list[str]:
     return [*PRETRAINED_ARMS, "baseline", *(arm for arm in MATCHED_ARMS if arm in matched_baselines)]
 
 
+# The pretrain_sup keys tapt reads (dvc.yaml's study_tapt declares exactly these): at lambda = 0 the loss is L_mlm
+# whatever the weighting, and the classifier is left out of the graph, so lambda, its schedule, the weighting and
+# the classifier's input are moot; tapt fixes them (TAPT_FIXED) and does not rerun when they change.
+TAPT_KEYS = ("max_steps", "epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "warmup_ratio",
+             "weight_decay", "save_steps", "logging_steps", "mlm_probability", "whole_word_masking",
+             "unlabeled_mix_ratio")
+TAPT_FIXED = {"lambda": 0.0, "lambda_min": 0.0, "lambda_schedule": "constant", "weighting": "fixed",
+              "supervised_input": "clean"}
+
+
 def pretrain_sup_settings(cfg, run):
-    """pretrain_sup's section for ``run`` (None: the main chain, as params.yaml says): tapt has lambda = 0, a
-    setting of the sweep replaces the weighting and lambda."""
+    """pretrain_sup's section for ``run`` (None: the main chain, as params.yaml says): tapt reads :data:`TAPT_KEYS`
+    and has lambda = 0 (:data:`TAPT_FIXED`); a setting of the sweep replaces the weighting and lambda."""
+    from spt.config import PretrainSupConfig
+
     if run is None:
         return cfg
     if run.arm == "tapt":
-        cfg = cfg.model_copy(update={"lambda_": 0.0, "lambda_min": 0.0, "lambda_schedule": "constant"})
+        return PretrainSupConfig.model_validate({**{key: getattr(cfg, key) for key in TAPT_KEYS}, **TAPT_FIXED})
     if run.setting is not None:
         cfg = cfg.swept(run.setting.weighting, run.setting.lambda_)
     return cfg

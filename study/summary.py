@@ -8,7 +8,7 @@ from spt.errors import StudyError
 from study.stats import spread
 
 VERDICT_LEVEL = 0.95
-VARIED_BY_SEED = ["study_pretrain (spt, tapt)", "study_finetune", "study_baseline", "study_matched"]
+VARIED_BY_SEED = ["study_pretrain", "study_tapt", "study_finetune", "study_baseline", "study_matched"]
 SHARED = ["prepare", "pretrain_unsup"]
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 ARMS = ["spt", "tapt", "baseline", "baseline_matched", "baseline_flops"]
-STUDY = ["study_pretrain@spt-7", "study_pretrain@tapt-7", "study_finetune@spt-7", "study_finetune@tapt-7",
+STUDY = ["study_pretrain@spt-7", "study_tapt@tapt-7", "study_finetune@spt-7", "study_finetune@tapt-7",
          "study_baseline@baseline-7", "study_matched@baseline_matched-7", "study_matched@baseline_flops-7",
          *[f"study_evaluate@{arm}-7" for arm in ARMS[:3]], *[f"study_evaluate_matched@{arm}-7" for arm in ARMS[3:]],
          "study_floors@tfidf", "study_floors@embeddings", "compare"]

@@ -153,9 +153,9 @@ def test_classifier_carried_over_needs_the_same_label_map(tmp_path):
 def test_tapt_is_pretrain_sup_with_lambda_zero_and_the_same_budget():
     cfg = PretrainSupConfig(**{"lambda": 2.0, "lambda_min": 0.5, "lambda_schedule": "cosine_decay", "max_steps": 70})
     tapt = pretrain_sup_settings(cfg, Run("tapt", 43))
-    assert (tapt.lambda_, tapt.lambda_min, tapt.lambda_schedule) == (0.0, 0.0, "constant")
-    assert tapt.model_dump(exclude={"lambda_", "lambda_min", "lambda_schedule"}) == \
-        cfg.model_dump(exclude={"lambda_", "lambda_min", "lambda_schedule"})  # same steps, batches, schedule, masks
+    assert (tapt.lambda_, tapt.lambda_min, tapt.lambda_schedule, tapt.weighting) == (0.0, 0.0, "constant", "fixed")
+    moot = {"lambda_", "lambda_min", "lambda_schedule", "weighting", "supervised_input"}
+    assert tapt.model_dump(exclude=moot) == cfg.model_dump(exclude=moot)  # same steps, batches, schedule, masks
     assert pretrain_sup_settings(cfg, Run("spt", 43)) == cfg
     assert pretrain_sup_settings(cfg, None) == cfg
     # a setting of the sweep replaces the weighting and lambda, nothing else

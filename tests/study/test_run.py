@@ -7,19 +7,21 @@ from pathlib import Path
 import yaml
 
 from spt import paths
-from spt.config import WEIGHTINGS
-from study.arms import ARMS, ARMS_OF, FLOOR_ARMS, MATCHED_ARMS, PRETRAINED_ARMS
+from spt.config import WEIGHTINGS, PretrainSupConfig
+from study.arms import ARMS, ARMS_OF, FLOOR_ARMS, MATCHED_ARMS, PRETRAINED_ARMS, TAPT_FIXED, TAPT_KEYS
 from study.curve import labels_dir
 from study.run import Run, name_of, study_tags, twins
 from study.sweep import Setting
 from tests.support import REPO
 
-STUDY = {"study_pretrain": "pretrain_sup", "study_finetune": "finetune", "study_baseline": "finetune",
-         "study_matched": "finetune", "study_evaluate": "evaluate", "study_evaluate_matched": "evaluate"}  # -> module
+STUDY = {"study_pretrain": "pretrain_sup", "study_tapt": "pretrain_sup", "study_finetune": "finetune",
+         "study_baseline": "finetune", "study_matched": "finetune", "study_evaluate": "evaluate",
+         "study_evaluate_matched": "evaluate"}  # -> module
 SWEEP = {"study_sweep_pretrain": "pretrain_sup", "study_sweep_finetune": "finetune",
          "study_sweep_evaluate": "evaluate"}  # the spt arm with another weighting and lambda -> module
 FLOORS = "study_floors"  # evaluate --arm tfidf|embeddings: no seed
-BUDGET = {"study_budget_pretrain": "pretrain_sup", "study_budget_finetune": "finetune",
+BUDGET = {"study_budget_pretrain": "pretrain_sup", "study_budget_tapt": "pretrain_sup",
+          "study_budget_finetune": "finetune",
           "study_budget_baseline": "finetune", "study_budget_matched": "finetune", "study_budget_evaluate": "evaluate",
           "study_budget_evaluate_matched": "evaluate", "study_budget_floors": "evaluate"}  # the labels-per-class curve
 LAUNCH = "${runtime.launch}"
@@ -115,7 +117,8 @@ def test_every_study_stage_runs_its_module_as_an_arm():
     assert stages["study_evaluate"]["matrix"]["arm"] == [*PRETRAINED_ARMS, "baseline"]
     for stage in ("study_matched", "study_evaluate_matched"):  # params.yaml lists which run
         assert stages[stage]["matrix"]["arm"] == "${study.matched_baselines}"
-    assert stages["study_pretrain"]["matrix"]["arm"] == list(PRETRAINED_ARMS)
+    assert stages["study_pretrain"]["matrix"]["arm"] == ["spt"]
+    assert stages["study_tapt"]["matrix"]["arm"] == ["tapt"]
     # the floors: one run each, no seed
     assert stages[FLOORS]["cmd"] == "python -m stages.evaluate --arm ${item.arm}"
     assert stages[FLOORS]["matrix"] == {"arm": "${floors.variants}"}  # params.yaml lists which run
@@ -216,7 +219,7 @@ def test_budget_stages_match_the_run():
         # the labels, nothing else; but pretrain_sup reads how many of its examples are labeled)
         [twin] = [name for name in [*STUDY, FLOORS] if module_of(stages[name]) == module
                   and stages[name]["matrix"]["arm"] == spec["matrix"]["arm"]]
-        extra = ["study.labeled_share"] if stage == "study_budget_pretrain" else []
+        extra = ["study.labeled_share"] if stage in ("study_budget_pretrain", "study_budget_tapt") else []
         assert spec["params"] == [*stages[twin]["params"], *extra]
         kinds = ([paths.model_dir, paths.checkpoint_dir, paths.plots_dir, paths.metrics_file] if module != "evaluate"
                  else [paths.plots_dir, paths.metrics_file])
@@ -226,3 +229,18 @@ def test_budget_stages_match_the_run():
     assert str(paths.metrics_file("pretrain_sup", run.with_arm("spt").name)) in stages["study_budget_matched"]["deps"]
     assert str(paths.model_dir("finetune", run.name)) in stages["study_budget_evaluate"]["deps"]
 
+
+
+def test_tapt_declares_exactly_the_pretrain_sup_keys_it_reads():
+    """study_tapt and study_budget_tapt declare TAPT_KEYS and nothing else of pretrain_sup: a change of lambda or the
+    weighting (moot at lambda = 0) reruns no tapt stage, and a key tapt reads is declared (DeclaredParams refuses
+    an undeclared read)."""
+    stages = dvc_stages()
+    for stage in ("study_tapt", "study_budget_tapt"):
+        keys = [entry.removeprefix("pretrain_sup.") for entry in stages[stage]["params"]
+                if entry.startswith("pretrain_sup")]
+        assert keys == list(TAPT_KEYS)
+    fixed = {key.removesuffix("_") for key in TAPT_FIXED}
+    assert not fixed & set(TAPT_KEYS)
+    every_key = {field.alias or name for name, field in PretrainSupConfig.model_fields.items()}
+    assert every_key - set(TAPT_KEYS) - fixed == {"uncertainty_learning_rate"}  # the default: moot at lambda = 0
