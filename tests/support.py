@@ -3,6 +3,8 @@
 - the repository root, and commands run in a copy of it as DVC runs a stage (:func:`run_command`);
 - a real ``mlflow server`` on a free loopback port (:class:`MlflowServer`);
 - params files (:func:`default_params`, :func:`write_params`) and a prepare run on the tiny data (:func:`run_prepare`);
+- dvc.yaml's commands: how one starts a stage module and which module one runs (:func:`stage_command`,
+  :func:`stage_module`);
 - a study's outputs built by hand, with known answers, as its stages write them (:func:`write_run`).
 """
 
@@ -12,6 +14,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -110,6 +113,24 @@ def run_prepare(repo: Path, monkeypatch, **changes) -> None:
         params[section][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     prepare.main(stage_params(load_params(repo / "params.yaml"), "prepare"))
+
+
+# --------------------------------------------------------------------------------------------
+# dvc.yaml's commands
+
+
+def stage_command(module: str) -> str:
+    """How dvc.yaml starts ``stages.<module>``: a training stage through stages.launch (which runs it under
+    runtime.launch, without a shell), the others with python."""
+    from spt import paths
+
+    return f"python -m stages.launch {module}" if module in paths.TRAINING_STAGES else f"python -m stages.{module}"
+
+
+def stage_module(command: str) -> str:
+    """The stage module a dvc.yaml command runs: ``<name>`` of ``python -m stages.<name>`` or of
+    ``python -m stages.launch <name>``."""
+    return re.match(r"python -m stages\.(?:launch )?(\w+)", command)[1]
 
 
 # --------------------------------------------------------------------------------------------
