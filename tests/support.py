@@ -5,6 +5,7 @@
 - params files (:func:`default_params`, :func:`write_params`) and a prepare run on the tiny data (:func:`run_prepare`);
 - dvc.yaml's commands: how one starts a stage module and which module one runs (:func:`stage_command`,
   :func:`stage_module`);
+- the order of writes, fsyncs and renames a durable write makes (:class:`SyncLog`);
 - a study's outputs built by hand, with known answers, as its stages write them (:func:`write_run`).
 """
 
@@ -131,6 +132,34 @@ def stage_module(command: str) -> str:
     """The stage module a dvc.yaml command runs: ``<name>`` of ``python -m stages.<name>`` or of
     ``python -m stages.launch <name>``."""
     return re.match(r"python -m stages\.(?:launch )?(\w+)", command)[1]
+
+
+# --------------------------------------------------------------------------------------------
+# durable writes
+
+
+class SyncLog:
+    """Records, in order, each write the test makes, each os.fsync (by path) and each os.replace."""
+
+    def __init__(self, monkeypatch):
+        self.events = []
+        fsync, replace = os.fsync, os.replace
+
+        def logged_fsync(descriptor):
+            self.events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+            fsync(descriptor)
+
+        def logged_replace(source, target):
+            self.events.append(("replace", str(source), str(target)))
+            replace(source, target)
+
+        monkeypatch.setattr(os, "fsync", logged_fsync)
+        monkeypatch.setattr(os, "replace", logged_replace)
+
+    def write(self, path, text):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        self.events.append(("write", str(path)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Checkpoint faults (spt/train/resume.py): a kill mid-save never yields a checkpoint that is resumed, and a run
-resumed mid-epoch replays that epoch's data order.
+"""Checkpoint faults (spt/train/resume.py): a kill mid-save never yields a checkpoint that is resumed, nor does one
+whose file has the recorded size but other content; a checkpoint record is published durably; a run resumed
+mid-epoch replays that epoch's data order.
 
 Killed stages, a dying tracking server and experiments run at once: tests/e2e/test_faults.py; SIGKILL at random
 moments in every stage, with byte-identical results afterwards: tools/kill_trials.py.
@@ -14,13 +15,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from spt.hashing import content_sha256
 from spt.train.resume import (
     COMPLETE_FILE,
     MarkCompleteCheckpoints,
+    checkpoint_problem,
     is_complete_checkpoint,
     mark_complete,
     resumable_checkpoint,
 )
+from tests.support import SyncLog
 
 
 def write_checkpoint(directory, step, files=("model", "optimizer", "scheduler", "rng", "state")):
@@ -44,6 +48,14 @@ def truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+def corrupt_same_size(path):
+    """Bytes that never reached the disk read back as zeros after a power cut: the size is right, the content not."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64) if any(data[middle:middle + 64]) else b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
 # Ways a kill (or a kill during the deletion of an old checkpoint) can leave checkpoint-20.
 FAULTS = {
     # killed while writing the optimizer: no trainer_state.json, no completion record
@@ -56,6 +68,9 @@ FAULTS = {
     "truncated safetensors": lambda path: truncate(path / "model.safetensors"),
     "no trainer_state": lambda path: (path / "trainer_state.json").unlink(),
     "truncated completion record": lambda path: truncate(path / COMPLETE_FILE),
+    # a power cut after the record was written: every size right, a block of the weights or optimizer lost
+    "corrupted optimizer, same size": lambda path: corrupt_same_size(path / "optimizer.pt"),
+    "corrupted safetensors, same size": lambda path: corrupt_same_size(path / "model.safetensors"),
 }
 
 
@@ -95,8 +110,40 @@ def test_on_save_marks_the_checkpoint_the_trainer_just_wrote(tmp_path):
     assert is_complete_checkpoint(written)
     assert not is_complete_checkpoint(older)
     recorded = json.loads((written / COMPLETE_FILE).read_text())
-    assert recorded == {name: (written / name).stat().st_size for name in
-                        ("model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt", "trainer_state.json")}
+    assert recorded == {name: {"size": (written / name).stat().st_size, "sha256": content_sha256(written / name)}
+                        for name in ("model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt",
+                                     "trainer_state.json")}
+
+
+def test_a_corrupt_checkpoint_is_named_in_the_log_and_the_previous_one_resumed(tmp_path, caplog):
+    resumable_checkpoint(tmp_path, "f1")
+    previous, latest = write_checkpoint(tmp_path, 10), write_checkpoint(tmp_path, 20)
+    mark_complete(previous)
+    mark_complete(latest)
+    corrupt_same_size(latest / "optimizer.pt")
+    with caplog.at_level("WARNING", logger="spt.train.resume"):
+        assert resumable_checkpoint(tmp_path, "f1") == str(previous)
+    assert f"not resuming {latest}: optimizer.pt has the recorded size but not the recorded content" in caplog.text
+
+
+def test_a_size_only_record_of_an_older_version_is_not_resumed(tmp_path):
+    path = write_checkpoint(tmp_path, 10)
+    sizes = {name.name: name.stat().st_size for name in path.iterdir()}
+    (path / COMPLETE_FILE).write_text(json.dumps(sizes))
+    assert checkpoint_problem(path) == f"{COMPLETE_FILE} records no content hashes (an older format)"
+
+
+def test_a_checkpoint_record_is_published_after_its_files_are_fsynced(tmp_path, monkeypatch):
+    checkpoint = write_checkpoint(tmp_path, 10)
+    log = SyncLog(monkeypatch)
+    mark_complete(checkpoint)
+    files = {str(path) for path in checkpoint.iterdir() if path.name != COMPLETE_FILE}
+    record, staging = checkpoint / COMPLETE_FILE, checkpoint / f"{COMPLETE_FILE}.partial"
+    synced_files = log.events[:len(files)]
+    assert {event[1] for event in synced_files} == files
+    assert log.events[len(files):] == [
+        ("fsync", str(checkpoint)), ("fsync", str(staging)), ("replace", str(staging), str(record)),
+        ("fsync", str(checkpoint)), ("fsync", str(tmp_path))]
 
 
 def tiny_classifier_run(output_dir, kill_at_step=None):
