@@ -10,12 +10,19 @@ do: write, fsync each file (and directory) staged, rename, fsync the directory t
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from spt.errors import DiskFullError
+
+# torch's zip writer hides the errno of a failed write; with this little space left, its failure is a full disk.
+NEARLY_FULL = 64 * 2**20
+_TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "PytorchStreamWriter failed")
 
 
 @contextlib.contextmanager
@@ -24,7 +31,9 @@ def atomic_output(target: Path) -> Iterator[Path]:
 
     A kill leaves at most a hidden ``.NAME.partial-PID`` beside the target, which the next
     atomic_output for the same target removes; the target itself is never half-written. The staged
-    content is fsynced before the rename and the parent directory after it (:func:`publish`).
+    content is fsynced before the rename and the parent directory after it (:func:`publish`). A full
+    disk (:func:`is_disk_full`) becomes a :class:`DiskFullError` naming the target, once the staged
+    part is removed: the previous ``target`` stays as it was.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -33,10 +42,12 @@ def atomic_output(target: Path) -> Iterator[Path]:
     staging = target.parent / f".{target.name}.partial-{os.getpid()}"
     try:
         yield staging
-    except BaseException:
+        publish(staging, target)
+    except BaseException as err:
         _remove(staging)
+        if isinstance(err, Exception) and not isinstance(err, DiskFullError) and is_disk_full(err, target.parent):
+            raise disk_full_error(target, err) from None
         raise
-    publish(staging, target)
 
 
 def publish(staging: Path, target: Path) -> None:
@@ -78,6 +89,52 @@ def fsync_directory(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def is_disk_full(error: BaseException, where: Path | None = None) -> bool:
+    """True when ``error``, or an error it was raised from, says the disk or the quota is full: an OSError
+    ENOSPC or EDQUOT, a library's message for it ("No space left on device", SQLite's "disk is full"), or
+    torch's zip writer failing (it drops the errno) while ``where``'s filesystem has under NEARLY_FULL free."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(error)
+        if "No space left on device" in text or "StorageFull" in text or "disk is full" in text:
+            return True
+        if where is not None and any(part in text for part in _TORCH_WRITE_FAILED) and free_bytes(where) < NEARLY_FULL:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def free_bytes(path: Path) -> int:
+    """Free space, in bytes, on the filesystem that holds ``path`` (or its nearest existing parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def disk_full_error(path: Path, error: BaseException | None = None, needed: str = "") -> DiskFullError:
+    """The one message for a full disk: what could not be written (and the file that failed, when the error
+    names another), how much is free there, ``needed`` (what the write takes, in words) and what to do."""
+    failed = getattr(error, "filename", None)
+    detail = f" ({failed})" if failed and Path(failed) != Path(path) else ""
+    return DiskFullError(
+        f"the disk is full: writing {path}{detail} failed, {format_bytes(free_bytes(path))} free on that filesystem"
+        f"{'; ' + needed if needed else ''}. What was half-written is removed and earlier outputs are as they were; "
+        "free space there (old checkpoints/ of other runs, `dvc gc -w` for cached outputs no longer used, old runs' "
+        "mlartifacts/) and run again")
+
+
+def format_bytes(size: float) -> str:
+    """A size for people: 512 KB, 87 MB, 1.3 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}" if unit == "GB" else f"{size / scale:.0f} {unit}"
+    return f"{size:.0f} bytes"
 
 
 def _remove(path: Path) -> None:

@@ -19,9 +19,16 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from spt.errors import StageInterrupted
+from spt.errors import DiskFullError, StageInterrupted
 from spt.hashing import content_sha256
-from spt.outputs import fsync_directory, fsync_tree, publish
+from spt.outputs import (
+    disk_full_error,
+    format_bytes,
+    fsync_directory,
+    fsync_tree,
+    is_disk_full,
+    publish,
+)
 
 FINGERPRINT_FILE = "fingerprint"
 COMPLETE_FILE = "checkpoint_complete.json"  # see mark_complete
@@ -194,6 +201,34 @@ class ReplayEpochOrder(TrainerCallback):
             torch.save(self.epoch_start, checkpoint / EPOCH_RNG_FILE)
 
 
+def checkpoint_bytes(model: Any) -> int:
+    """About what a Trainer checkpoint of ``model`` takes on disk: the weights, and AdamW's two moments of the
+    same size in the optimizer state (3x the weights; scheduler, RNG and trainer state are small)."""
+    return 3 * sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+
+
+def checkpoints_disk_full(trainer: Trainer, checkpoint_dir: Path, error: BaseException) -> DiskFullError:
+    """Training stopped on a full disk: remove the checkpoints left half-written (rank 0; they hold the space
+    the user must free), keep the complete ones, and say what a checkpoint of this model takes."""
+    removed, kept = [], []
+    if trainer.is_world_process_zero():
+        candidates = checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        for candidate in sorted(candidates, key=lambda path: int(path.name.rsplit("-", 1)[1])):
+            if is_complete_checkpoint(candidate):
+                kept.append(candidate.name)
+            else:
+                shutil.rmtree(candidate, ignore_errors=True)
+                removed.append(candidate.name)
+    weights = checkpoint_bytes(trainer.model) // 3
+    needed = (f"a checkpoint of this model takes about {format_bytes(3 * weights)} (weights {format_bytes(weights)} "
+              "+ optimizer state, about 3x the weights)")
+    if removed:
+        needed += f"; removed the partial {', '.join(removed)}"
+    needed += (f"; {kept[-1]} is complete and kept: the rerun resumes from it" if kept
+               else "; no complete checkpoint yet: the rerun starts over")
+    return disk_full_error(checkpoint_dir, error, needed)
+
+
 def fingerprint(stage_params: dict[str, Any], input_hashes: dict[str, str]) -> str:
     """Identity of a training run: its params and the hashes of its inputs."""
     payload = json.dumps({"params": stage_params, "inputs": input_hashes}, sort_keys=True)
@@ -221,7 +256,12 @@ def train_resumably(trainer: Trainer, checkpoint_dir: Path, run_fingerprint: str
     trainer.add_callback(interrupt)
     trainer.add_callback(ReplayEpochOrder(resume))
     trainer.add_callback(MarkCompleteCheckpoints())  # last: lists every file the others saved
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except Exception as err:
+        if not is_disk_full(err, checkpoint_dir):
+            raise
+        raise checkpoints_disk_full(trainer, checkpoint_dir, err) from None
     if interrupt.interrupted_at is not None:
         raise StageInterrupted(f"interrupted at step {interrupt.interrupted_at}; checkpoint saved in "
                                f"{checkpoint_dir}. Run `dvc repro` again to resume from it")

@@ -1,6 +1,7 @@
 """The command line every stage shares (stages/cli.py): the params view each stage gets, study runs' flags, usage
 errors and user errors."""
 
+import errno
 import subprocess
 import sys
 
@@ -134,3 +135,18 @@ def test_help_describes_the_sweep_flags(module):
                             text=True, check=True)
     assert "--weighting {fixed,normalized,uncertainty,gradcos}" in result.stdout
     assert "--lambda LAMBDA" in result.stdout and "spt-<weighting>-l<lambda>-<seed>" in result.stdout
+
+
+def test_a_full_disk_outside_our_outputs_is_one_message_and_exit_2(monkeypatch, capsys):
+    """A library's cache or a temporary file meeting ENOSPC: the same one line as a full disk under atomic_output."""
+    monkeypatch.chdir(REPO)
+
+    def body(params):
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/datasets-cache/arrow-0001")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage("doc", body, "prepare", ["--params", str(REPO / "params.yaml")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: the disk is full: writing /tmp/datasets-cache/arrow-0001 failed, ")
+    assert error.count("\n") == 1 and "Traceback" not in error

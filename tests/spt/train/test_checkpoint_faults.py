@@ -1,13 +1,17 @@
 """Checkpoint faults (spt/train/resume.py): a kill mid-save never yields a checkpoint that is resumed, nor does one
-whose file has the recorded size but other content; a checkpoint record is published durably; a run resumed
-mid-epoch replays that epoch's data order.
+whose file has the recorded size but other content; a checkpoint record is published durably; a full disk
+mid-checkpoint removes the partial checkpoint, says so once, and the rerun resumes; a run resumed mid-epoch replays
+that epoch's data order.
 
-Killed stages, a dying tracking server and experiments run at once: tests/e2e/test_faults.py; SIGKILL at random
-moments in every stage, with byte-identical results afterwards: tools/kill_trials.py.
+Killed stages, a full disk in a real stage, a dying tracking server and experiments run at once:
+tests/e2e/test_faults.py; SIGKILL at random moments in every stage, with byte-identical results afterwards:
+tools/kill_trials.py.
 """
 
+import errno
 import json
 import signal
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -15,10 +19,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from spt.errors import DiskFullError
 from spt.hashing import content_sha256
 from spt.train.resume import (
     COMPLETE_FILE,
     MarkCompleteCheckpoints,
+    checkpoint_bytes,
     checkpoint_problem,
     is_complete_checkpoint,
     mark_complete,
@@ -200,6 +206,45 @@ def tiny_classifier_run(output_dir, kill_at_step=None):
     finally:
         signal.signal(signal.SIGINT, sigint)
     return {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+
+
+def full_disk_at(suffix, real_save):
+    """torch.save that fills the disk while writing the file whose path ends with ``suffix``: part of it is
+    written, then ENOSPC."""
+    def save(obj, f, *args, **kwargs):
+        if str(f).endswith(suffix):
+            Path(f).write_bytes(bytes(1000))
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return real_save(obj, f, *args, **kwargs)
+    return save
+
+
+def test_a_full_disk_mid_checkpoint_removes_the_partial_one_and_the_rerun_resumes(tmp_path, monkeypatch, caplog):
+    reference = tiny_classifier_run(tmp_path / "reference")
+    run = tmp_path / "full"
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", full_disk_at("checkpoint-15/optimizer.pt", real_save))
+    with pytest.raises(DiskFullError) as raised:
+        tiny_classifier_run(run)
+    message = str(raised.value)
+    assert message.startswith(f"the disk is full: writing {run} ({run}/checkpoint-15/optimizer.pt) failed, ")
+    assert " free on that filesystem; a checkpoint of this model takes about " in message
+    assert "(weights " in message and "+ optimizer state, about 3x the weights)" in message
+    assert "removed the partial checkpoint-15; checkpoint-10 is complete and kept: the rerun resumes from it" in message
+    assert "free space there" in message
+    assert sorted(path.name for path in run.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    assert is_complete_checkpoint(run / "checkpoint-10")
+
+    monkeypatch.setattr(torch, "save", real_save)  # space freed
+    with caplog.at_level("INFO", logger="spt.train.resume"):
+        resumed = tiny_classifier_run(run)
+    assert f"resuming from {run}/checkpoint-10" in caplog.text
+    assert reference and all(torch.equal(reference[name], resumed[name]) for name in reference)
+
+
+def test_checkpoint_size_is_the_weights_and_two_optimizer_moments():
+    model = torch.nn.Linear(10, 10)  # 110 float32 parameters: 440 bytes
+    assert checkpoint_bytes(model) == 3 * 440
 
 
 def test_resume_after_the_first_epoch_draws_the_same_length_grouped_order(tmp_path):
