@@ -12,7 +12,6 @@ import difflib
 import math
 import re
 import shlex
-import shutil
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -37,10 +36,10 @@ from spt.data.grammar import (
 )
 from spt.errors import UserError
 
-# runtime.launch: the launchers dvc.yaml's training commands are written for (see check_launcher).
+# runtime.launch: the launchers stages.launch starts the training stages with (see check_launcher).
 LAUNCHERS = ("python", "torchrun", "accelerate")
 _PYTHON = re.compile(r"^python3(\.\d+)?$")
-SHELL_OPERATORS = set(";&|<>`()\n")  # $VAR stays allowed: multi-node flags use it
+SHELL_OPERATORS = set(";&|<>`()\n\r")  # $VAR stays allowed (multi-node flags): stages.launch expands it
 
 PositiveInt = Annotated[int, Field(gt=0)]
 ScratchArchitecture = Literal["bert", "roberta", "xlm-roberta", "deberta-v2", "electra", "distilbert", "modernbert"]
@@ -425,7 +424,7 @@ class RuntimeConfig(Section):
         0, description="DataLoader worker processes (results depend on it); 0 loads in the training process")
     launch: str = Field(
         "python",
-        description="the command dvc.yaml starts each training stage with, followed by "
+        description="the command stages.launch starts each training stage with (no shell), followed by "
         "`-m stages.<name>`: python, 'torchrun --nproc_per_node N' or 'accelerate launch --config_file FILE'",
     )
 
@@ -586,10 +585,12 @@ def _known_keys(loc: tuple) -> list[str]:
 
 
 def check_launcher(value: str) -> None:
-    """``runtime.launch`` is a launcher command that dvc.yaml can put before ``-m stages.<name>``.
+    """``runtime.launch`` is a launcher command that stages.launch can put before ``-m stages.<name>``.
 
-    The first word is python, torchrun, ``accelerate launch`` or another executable on PATH; no
-    ``-m`` (dvc.yaml adds it) and no shell operators (the value is pasted into a shell command).
+    Its first word is python (python3, python3.N), torchrun or ``accelerate launch``, with or without a
+    directory; no ``-m`` (stages.launch adds it) and no shell characters. stages.launch runs it without a
+    shell, so these would be no more than odd arguments there; they are refused because a value that holds
+    them was meant for a shell, and had it reached one would have run something else.
     """
     usage = "use python, 'torchrun --nproc_per_node N' or 'accelerate launch --config_file FILE'"
     if not value.strip():
@@ -597,16 +598,15 @@ def check_launcher(value: str) -> None:
     operators = sorted({char for char in value if char in SHELL_OPERATORS})
     if operators:
         raise ValueError(f"contains the shell character(s) {' '.join(map(repr, operators))}; it must be one launcher "
-                         f"command ({usage})")
+                         f"command, which is never run by a shell ({usage})")
     try:
         words = shlex.split(value)
     except ValueError as err:
         raise ValueError(f"cannot be split into words ({err}); {usage}") from None
     if "-m" in words or "--module" in words:
-        raise ValueError("must not contain -m: dvc.yaml appends `-m stages.<name>` itself; remove it")
+        raise ValueError("must not contain -m: stages.launch appends `-m stages.<name>` itself; remove it")
     launcher = Path(words[0]).name
     if launcher == "accelerate" and words[1:2] != ["launch"]:
         raise ValueError(f"runs accelerate without `launch`; write 'accelerate launch ...' ({usage})")
-    if not (launcher in LAUNCHERS or _PYTHON.match(launcher) or shutil.which(words[0])):
-        raise ValueError(f"'{words[0]}' is neither python, torchrun nor accelerate, and no executable of that "
-                         f"name is on PATH; {usage}")
+    if not (launcher in LAUNCHERS or _PYTHON.match(launcher)):
+        raise ValueError(f"'{words[0]}' is neither python, torchrun nor accelerate launch; {usage}")

@@ -17,6 +17,11 @@ class ModelError(UserError):
     """A model source or checkpoint that cannot be used: wrong architecture, pickled weights, missing files."""
 
 
+class DiskFullError(UserError):
+    """A write failed because the disk (or the user's quota) is full: the message says where, how much is free
+    and what the write needs; what was half-written has been removed (spt/outputs.py)."""
+
+
 class StudyError(UserError):
     """The study's inputs are incomplete (a study run's outputs are missing)."""
 

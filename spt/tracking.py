@@ -33,6 +33,7 @@ from typing import Any
 from spt import paths
 from spt.config import DeclaredParams, Params, TrackingConfig, section_dict
 from spt.errors import UserError
+from spt.outputs import is_disk_full
 
 log = logging.getLogger(__name__)
 PIPELINE_TAG = "pipeline_execution"
@@ -117,7 +118,8 @@ class Tracker:
         try:
             return call()
         except Exception as err:  # noqa: BLE001 - the store failing must not stop training
-            warnings.warn(f"MLflow {what} failed ({type(err).__name__}: {err}); tracking is off for the rest "
+            cause = f"the disk is full: {err}" if is_disk_full(err) else f"{type(err).__name__}: {err}"
+            warnings.warn(f"MLflow {what} failed ({cause}); tracking is off for the rest "
                           "of this stage, DVC metrics and plots are still written", stacklevel=3)
             self.active = False
             return None

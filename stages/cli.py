@@ -15,10 +15,12 @@ import math
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from spt import paths
 from spt.config import WEIGHTINGS, DeclaredParams, Params, load_params
 from spt.errors import StageInterrupted, UserError
+from spt.outputs import disk_full_error, is_disk_full
 from study.arms import ARMS_OF, FLOOR_ARMS
 from study.curve import positive_int
 from study.run import Run
@@ -123,3 +125,10 @@ def run_stage(doc: str, body: Callable[..., None], module: str, argv: list[str] 
     except StageInterrupted as err:
         print(f"stopped: {err}", file=sys.stderr)
         sys.exit(130)
+    except Exception as err:
+        # A full disk met where no output of ours was being written (a library's cache, a temporary file): the same
+        # one message as atomic_output's, naming the file that failed.
+        if not is_disk_full(err):
+            raise
+        print(f"error: {disk_full_error(Path(getattr(err, 'filename', None) or '.'), err)}", file=sys.stderr)
+        sys.exit(2)

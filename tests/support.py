@@ -3,6 +3,9 @@
 - the repository root, and commands run in a copy of it as DVC runs a stage (:func:`run_command`);
 - a real ``mlflow server`` on a free loopback port (:class:`MlflowServer`);
 - params files (:func:`default_params`, :func:`write_params`) and a prepare run on the tiny data (:func:`run_prepare`);
+- dvc.yaml's commands: how one starts a stage module and which module one runs (:func:`stage_command`,
+  :func:`stage_module`);
+- the order of writes, fsyncs and renames a durable write makes (:class:`SyncLog`);
 - a study's outputs built by hand, with known answers, as its stages write them (:func:`write_run`).
 """
 
@@ -12,6 +15,7 @@ import contextlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -110,6 +114,52 @@ def run_prepare(repo: Path, monkeypatch, **changes) -> None:
         params[section][key] = value
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     prepare.main(stage_params(load_params(repo / "params.yaml"), "prepare"))
+
+
+# --------------------------------------------------------------------------------------------
+# dvc.yaml's commands
+
+
+def stage_command(module: str) -> str:
+    """How dvc.yaml starts ``stages.<module>``: a training stage through stages.launch (which runs it under
+    runtime.launch, without a shell), the others with python."""
+    from spt import paths
+
+    return f"python -m stages.launch {module}" if module in paths.TRAINING_STAGES else f"python -m stages.{module}"
+
+
+def stage_module(command: str) -> str:
+    """The stage module a dvc.yaml command runs: ``<name>`` of ``python -m stages.<name>`` or of
+    ``python -m stages.launch <name>``."""
+    return re.match(r"python -m stages\.(?:launch )?(\w+)", command)[1]
+
+
+# --------------------------------------------------------------------------------------------
+# durable writes
+
+
+class SyncLog:
+    """Records, in order, each write the test makes, each os.fsync (by path) and each os.replace."""
+
+    def __init__(self, monkeypatch):
+        self.events = []
+        fsync, replace = os.fsync, os.replace
+
+        def logged_fsync(descriptor):
+            self.events.append(("fsync", os.readlink(f"/proc/self/fd/{descriptor}")))
+            fsync(descriptor)
+
+        def logged_replace(source, target):
+            self.events.append(("replace", str(source), str(target)))
+            replace(source, target)
+
+        monkeypatch.setattr(os, "fsync", logged_fsync)
+        monkeypatch.setattr(os, "replace", logged_replace)
+
+    def write(self, path, text):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        self.events.append(("write", str(path)))
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ FINAL = {"prepare": ["rows_read", "corpus_tokens", "rows_train", "rows_validatio
          "evaluate": ["accuracy", "macro_f1", "ece"], "pretrain_unsup": ["steps", "flops"],
          "pretrain_sup": ["steps", "flops"], "finetune": ["steps", "flops"]}
 PARENT = ["test_accuracy", "test_macro_f1", "test_ece"]  # logged by the main chain's evaluate
-COMMAND = re.compile(r"-m stages\.(\w+)(?: --arm (\w+) --seed (\d+))?")
+COMMAND = re.compile(r"-m stages\.(?:launch )?(\w+)(?: --arm (\w+) --seed (\d+))?")  # launch: training
 RAN = re.compile(r"^Running stage '[^']+':\s*\n> (.+)$", re.MULTILINE)  # in `dvc queue logs`
 
 

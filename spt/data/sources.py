@@ -73,6 +73,11 @@ def _with_official_test(source: str, text_column: str, label_column: str, group_
                         test: str) -> LabeledSource:
     """``data.labeled`` with ``data.test`` as its test set: a split of it, or a file read like it."""
     if Path(test).exists():
+        if Path(test).resolve() == Path(source).resolve():
+            raise DataError(f"data.test = '{test}' names the same file as data.labeled: every row would be a test "
+                            "row, and the training rows that share a text with the test set are dropped, so nothing "
+                            "is left to train on. Set data.test to a separate file of test rows, or to null to draw "
+                            "the test split from data.labeled")
         rest = read_labeled(source, text_column, label_column, group_column)
         official = read_labeled(test, text_column, label_column, rest.group_column)
         parts = [official.frame, rest.frame]
@@ -198,7 +203,10 @@ def _read_bbc_article(file: Path) -> str:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a user's CSV / TSV / JSONL / Parquet file into a frame."""
+    """Read a user's CSV / TSV / JSONL / Parquet file into a frame.
+
+    DataError naming the line for a CSV/TSV header that repeats a column name and for the first JSON
+    Lines record that does not parse or is not an object."""
     if not path.exists():
         raise DataError(f"{path}: no such file or directory; check data.labeled in params.yaml")
     if path.stat().st_size == 0:
@@ -207,11 +215,16 @@ def read_table(path: Path) -> pd.DataFrame:
     try:
         if suffix in TABULAR_SUFFIXES:
             _check_utf8(path)
+            _check_header(path, TABULAR_SUFFIXES[suffix])
             frame = pd.read_csv(path, sep=TABULAR_SUFFIXES[suffix], dtype=str, keep_default_na=False,
                                 encoding="utf-8")
         elif suffix in (".jsonl", ".json"):
             _check_utf8(path)
-            frame = pd.read_json(path, lines=True, dtype=False)
+            try:
+                frame = pd.read_json(path, lines=True, dtype=False)
+            except ValueError:
+                _check_json_lines(path)  # names the line; pandas's message gives a byte position
+                raise
         elif suffix == ".parquet":
             frame = pd.read_parquet(path)
         else:
@@ -246,6 +259,36 @@ def _check_utf8(path: Path) -> None:
     """Fail with the line number of the first line that is binary or not UTF-8."""
     for _ in _decoded_lines(path):
         pass
+
+
+def _check_header(path: Path, separator: str) -> None:
+    """A CSV/TSV header that names a column twice is ambiguous (pandas would rename the second 'text.1' and
+    read the first): fail naming the column and its positions."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        header = next(csv.reader(handle, delimiter=separator), [])
+    positions: dict[str, list[int]] = {}
+    for position, name in enumerate(header, start=1):
+        positions.setdefault(name, []).append(position)
+    repeated = {name: where for name, where in positions.items() if len(where) > 1}
+    if repeated:
+        named = "; ".join(f"'{name}' at columns {', '.join(map(str, where))}" for name, where in repeated.items())
+        raise DataError(f"{path}, line 1: the header names a column more than once ({named}), so which one to read "
+                        "is ambiguous; rename or remove the repeated column(s)")
+
+
+def _check_json_lines(path: Path) -> None:
+    """Fail at the first line of a JSON Lines file that is not one JSON object, naming its line number."""
+    for line_number, line in _decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}, line {line_number}: not valid JSON ({err.msg}, column {err.colno}); fix or "
+                            "remove that line (JSON Lines: one object per line)") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}, line {line_number}: a JSON {type(record).__name__}, not an object; JSON Lines "
+                            'holds one object per line, e.g. {"text": "...", "label": "..."}')
 
 
 def _missing_columns(where: str, missing: list[str], existing: list[str]) -> str:
@@ -314,6 +357,7 @@ def iter_unlabeled(source: str, text_column: str) -> Iterator[str]:
         yield from _iter_text_lines(path, json_column=text_column if suffix != ".txt" else None)
     elif suffix in TABULAR_SUFFIXES:
         _check_utf8(path)
+        _check_header(path, TABULAR_SUFFIXES[suffix])
         for chunk in pd.read_csv(path, sep=TABULAR_SUFFIXES[suffix], dtype=str, keep_default_na=False,
                                  chunksize=10_000, encoding="utf-8"):
             if text_column not in chunk.columns:

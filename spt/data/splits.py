@@ -51,6 +51,8 @@ def clean_labeled(source: LabeledSource, keep_labels: list[str] | None) -> tuple
 
     With an ``official_test`` column (``data.test``) the test rows are not de-duplicated among
     themselves; every other row whose text (or group) is in them is dropped (``in_official_test``).
+    DataError when a label ``keep_labels`` lists is in no row, when the labels look like a regression
+    target (many distinct decimal numbers), or when data.test leaves no row to train on.
     """
     frame = source.frame
     report = CleanReport(rows_read=len(frame))
@@ -61,7 +63,11 @@ def clean_labeled(source: LabeledSource, keep_labels: list[str] | None) -> tuple
     report.missing_label = int((~label_ok).sum())
     frame = frame[label_ok].copy()
     frame["label"] = frame["label"].map(_label_name)
+    if keep_labels:
+        _check_listed_labels(keep_labels, frame["label"], source.description)
     wanted = keep_labels or source.labels
+    if not wanted:
+        _check_not_continuous(frame["label"], source.description)
     if wanted:
         known = frame["label"].isin(list(wanted))
         report.unknown_label = int((~known).sum())
@@ -79,6 +85,13 @@ def clean_labeled(source: LabeledSource, keep_labels: list[str] | None) -> tuple
             in_test = in_test | frame["group"].isin(set(frame["group"][official])).to_numpy()
         report.in_official_test = int((in_test & ~official).sum())
         unique = official | (~in_test & ~keys.duplicated(keep="first").to_numpy())
+        if not (unique & ~official).any():
+            raise DataError(
+                f"{source.description}: nothing is left to train on: all {int((~official).sum())} rows outside "
+                f"data.test share a text{' or a group' if 'group' in frame else ''} with it "
+                f"({report.in_official_test} dropped as in the official test set), so data.test holds the same "
+                "rows as data.labeled. Point data.test at a separate file of test rows, or set it to null to draw "
+                "the test split from data.labeled")
     else:
         unique = ~keys.duplicated(keep="first")
     report.duplicate = int((~unique).sum()) - report.in_official_test
@@ -88,6 +101,46 @@ def clean_labeled(source: LabeledSource, keep_labels: list[str] | None) -> tuple
                         f"({frame['label'].iloc[0]!r}); a classifier needs at least two: check data.label_column, "
                         "or add examples of another class")
     return frame, report
+
+
+# A label column with more distinct values than this, most of them decimal numbers, is taken for a regression target.
+CONTINUOUS_MIN_VALUES = 20
+
+
+def _check_listed_labels(listed: list[str], labels: pd.Series, description: str) -> None:
+    """Every label ``data.labels`` lists occurs in the data; else name the absent ones and the labels present."""
+    present = labels.value_counts()
+    absent = [label for label in listed if label not in present.index]
+    if absent:
+        shown = ", ".join(f"{label!r} ({count})" for label, count in present.sort_index().iloc[:20].items())
+        more = f", ... ({len(present)} labels in all)" if len(present) > 20 else ""
+        raise DataError(f"data.labels lists {', '.join(map(repr, absent))}, which no row of {description} holds; "
+                        f"its labels (rows) are {shown}{more}. Fix data.labels, or data.label_column if it names "
+                        "the wrong column")
+
+
+def _check_not_continuous(labels: pd.Series, description: str) -> None:
+    """A label column of many distinct decimal numbers is a regression target, not classes: say so, rather than
+    fail later on hundreds of classes missing from some split."""
+    distinct = labels.unique()
+    if len(distinct) <= CONTINUOUS_MIN_VALUES:
+        return
+    decimals = [label for label in distinct if _is_decimal(label)]
+    if len(decimals) * 2 > len(distinct):
+        raise DataError(f"{description}: the label column (data.label_column) holds {len(distinct)} distinct values, "
+                        f"{len(decimals)} of them "
+                        f"decimal numbers (e.g. {', '.join(map(repr, decimals[:3]))}): it looks like a regression "
+                        "target, not classes. This pipeline trains classifiers: point data.label_column at a column "
+                        "of classes, or bin the values into a few classes first")
+
+
+def _is_decimal(label: str) -> bool:
+    """A number with a fractional part (``0.73``, ``-1.5e-3``); whole numbers like ``3`` may be class ids."""
+    try:
+        value = float(label)
+    except ValueError:
+        return False
+    return np.isfinite(value) and not value.is_integer()
 
 
 def _label_name(value: object) -> str:

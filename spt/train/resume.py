@@ -10,7 +10,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import shutil
 import signal
 from pathlib import Path
@@ -20,7 +19,16 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from spt.errors import StageInterrupted
+from spt.errors import DiskFullError, StageInterrupted
+from spt.hashing import content_sha256
+from spt.outputs import (
+    disk_full_error,
+    format_bytes,
+    fsync_directory,
+    fsync_tree,
+    is_disk_full,
+    publish,
+)
 
 FINGERPRINT_FILE = "fingerprint"
 COMPLETE_FILE = "checkpoint_complete.json"  # see mark_complete
@@ -45,9 +53,11 @@ def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> str | None:
         return None
     complete = []
     for candidate in checkpoint_dir.glob("checkpoint-*"):
-        if is_complete_checkpoint(candidate):
+        problem = checkpoint_problem(candidate)
+        if problem is None:
             complete.append(candidate)
         else:
+            logging.getLogger(__name__).warning("not resuming %s: %s; removed it", candidate, problem)
             shutil.rmtree(candidate, ignore_errors=True)
     if not complete:
         return None
@@ -55,33 +65,61 @@ def resumable_checkpoint(checkpoint_dir: Path, fingerprint: str) -> str | None:
 
 
 def mark_complete(checkpoint: Path) -> None:
-    """Record every file of a finished checkpoint with its size in COMPLETE_FILE (written atomically).
+    """Record every file of a finished checkpoint with its size and sha256 in COMPLETE_FILE, durably.
 
     The Trainer writes model, optimizer, scheduler, RNG state and trainer_state.json one after
     another straight into the checkpoint directory, and deletes old checkpoints file by file: a
     kill can leave a directory that holds trainer_state.json but lacks, or has a truncated, weight
     or optimizer file. Only this record, written once the Trainer has finished, makes it complete.
+    The Trainer does not fsync: the files are fsynced before they are hashed, and the record is
+    published like an output (fsync, rename, fsync the directory; outputs.publish), so after a power
+    cut no record vouches for blocks that never reached the disk; the content hashes catch a file
+    that did not (right size, wrong bytes), where sizes alone would not.
     """
     checkpoint = Path(checkpoint)
-    files = {str(path.relative_to(checkpoint)): path.stat().st_size for path in sorted(checkpoint.rglob("*"))
-             if path.is_file() and not path.name.startswith(COMPLETE_FILE)}
+    fsync_tree(checkpoint)
+    files = {str(path.relative_to(checkpoint)): {"size": path.stat().st_size, "sha256": content_sha256(path)}
+             for path in sorted(checkpoint.rglob("*")) if path.is_file() and not path.name.startswith(COMPLETE_FILE)}
     staging = checkpoint / f"{COMPLETE_FILE}.partial"
     staging.write_text(json.dumps(files, indent=1, sort_keys=True) + "\n")
-    os.replace(staging, checkpoint / COMPLETE_FILE)
+    publish(staging, checkpoint / COMPLETE_FILE)
+    fsync_directory(checkpoint.parent)  # the checkpoint's own name
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` must not be resumed, or None when it is complete and whole.
+
+    Complete and whole: COMPLETE_FILE parses, lists trainer_state.json, and every file it lists exists
+    with the recorded size and sha256 (sizes are compared first: cheap, and they catch most faults). A
+    record without hashes (written before they were recorded) cannot vouch for the content: not resumed.
+    """
+    checkpoint = Path(checkpoint)
+    try:
+        files = json.loads((checkpoint / COMPLETE_FILE).read_text())
+    except OSError:
+        return f"no {COMPLETE_FILE} (the Trainer had not finished saving it)"
+    except ValueError:
+        return f"{COMPLETE_FILE} is cut short"
+    if not isinstance(files, dict) or "trainer_state.json" not in files:
+        return f"{COMPLETE_FILE} lists no trainer_state.json"
+    if not all(isinstance(entry, dict) and {"size", "sha256"} <= entry.keys() for entry in files.values()):
+        return f"{COMPLETE_FILE} records no content hashes (an older format)"
+    for name, entry in sorted(files.items()):
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != entry["size"]:
+            return f"{name} holds {path.stat().st_size} bytes, {entry['size']} recorded"
+    for name, entry in sorted(files.items()):
+        if content_sha256(checkpoint / name) != entry["sha256"]:
+            return f"{name} has the recorded size but not the recorded content (sha256): corrupt"
+    return None
 
 
 def is_complete_checkpoint(checkpoint: Path) -> bool:
-    """True when the Trainer finished saving ``checkpoint`` and every file it wrote is still whole.
-
-    That is: COMPLETE_FILE parses, lists trainer_state.json, and each file it lists exists with the
-    recorded size (a checkpoint partly deleted, or truncated, is not complete).
-    """
-    try:
-        files = json.loads((Path(checkpoint) / COMPLETE_FILE).read_text())
-        return "trainer_state.json" in files and all(
-            (Path(checkpoint) / name).stat().st_size == size for name, size in files.items())
-    except (OSError, ValueError, AttributeError):
-        return False
+    """True when the Trainer finished saving ``checkpoint`` and every file it wrote is still whole
+    (:func:`checkpoint_problem` finds nothing)."""
+    return checkpoint_problem(checkpoint) is None
 
 
 def clear_checkpoints(checkpoint_dir: Path) -> None:
@@ -163,6 +201,34 @@ class ReplayEpochOrder(TrainerCallback):
             torch.save(self.epoch_start, checkpoint / EPOCH_RNG_FILE)
 
 
+def checkpoint_bytes(model: Any) -> int:
+    """About what a Trainer checkpoint of ``model`` takes on disk: the weights, and AdamW's two moments of the
+    same size in the optimizer state (3x the weights; scheduler, RNG and trainer state are small)."""
+    return 3 * sum(parameter.numel() * parameter.element_size() for parameter in model.parameters())
+
+
+def checkpoints_disk_full(trainer: Trainer, checkpoint_dir: Path, error: BaseException) -> DiskFullError:
+    """Training stopped on a full disk: remove the checkpoints left half-written (rank 0; they hold the space
+    the user must free), keep the complete ones, and say what a checkpoint of this model takes."""
+    removed, kept = [], []
+    if trainer.is_world_process_zero():
+        candidates = checkpoint_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        for candidate in sorted(candidates, key=lambda path: int(path.name.rsplit("-", 1)[1])):
+            if is_complete_checkpoint(candidate):
+                kept.append(candidate.name)
+            else:
+                shutil.rmtree(candidate, ignore_errors=True)
+                removed.append(candidate.name)
+    weights = checkpoint_bytes(trainer.model) // 3
+    needed = (f"a checkpoint of this model takes about {format_bytes(3 * weights)} (weights {format_bytes(weights)} "
+              "+ optimizer state, about 3x the weights)")
+    if removed:
+        needed += f"; removed the partial {', '.join(removed)}"
+    needed += (f"; {kept[-1]} is complete and kept: the rerun resumes from it" if kept
+               else "; no complete checkpoint yet: the rerun starts over")
+    return disk_full_error(checkpoint_dir, error, needed)
+
+
 def fingerprint(stage_params: dict[str, Any], input_hashes: dict[str, str]) -> str:
     """Identity of a training run: its params and the hashes of its inputs."""
     payload = json.dumps({"params": stage_params, "inputs": input_hashes}, sort_keys=True)
@@ -190,7 +256,12 @@ def train_resumably(trainer: Trainer, checkpoint_dir: Path, run_fingerprint: str
     trainer.add_callback(interrupt)
     trainer.add_callback(ReplayEpochOrder(resume))
     trainer.add_callback(MarkCompleteCheckpoints())  # last: lists every file the others saved
-    result = trainer.train(resume_from_checkpoint=resume)
+    try:
+        result = trainer.train(resume_from_checkpoint=resume)
+    except Exception as err:
+        if not is_disk_full(err, checkpoint_dir):
+            raise
+        raise checkpoints_disk_full(trainer, checkpoint_dir, err) from None
     if interrupt.interrupted_at is not None:
         raise StageInterrupted(f"interrupted at step {interrupt.interrupted_at}; checkpoint saved in "
                                f"{checkpoint_dir}. Run `dvc repro` again to resume from it")

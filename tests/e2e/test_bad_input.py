@@ -138,6 +138,28 @@ def one_class(repo: Path) -> None:
     rows.to_csv(repo / LABELED, index=False)
 
 
+def repeated_column(repo: Path) -> None:
+    rows = labeled_rows(repo)
+    rows.columns = ["text", "label", "text"]  # the group column renamed: `text,label,text`
+    rows.to_csv(repo / LABELED, index=False)
+
+
+BROKEN_JSON_LINE = 5
+
+
+def broken_jsonl_line(repo: Path) -> None:
+    lines = labeled_rows(repo).to_json(orient="records", lines=True).splitlines()
+    lines[BROKEN_JSON_LINE - 1] = lines[BROKEN_JSON_LINE - 1][:-10]  # cut short: the closing quote and brace gone
+    (repo / "data/tiny/labeled.jsonl").write_text("\n".join(lines) + "\n")
+    set_params(repo, data__labeled="data/tiny/labeled.jsonl")
+
+
+def continuous_labels(repo: Path) -> None:
+    rows = labeled_rows(repo)
+    rows["label"] = [f"{1 + 0.0137 * i:.4f}" for i in range(len(rows))]  # a score per review: a regression target
+    rows.to_csv(repo / LABELED, index=False)
+
+
 def blank_texts(repo: Path) -> None:
     rows = labeled_rows(repo)
     rows["text"] = ["", "   ", "\t \n "] * (len(rows) // 3) + [" "] * (len(rows) % 3)
@@ -243,10 +265,24 @@ CASES = {
     "mixed_label_types": Case(mixed_label_types, "prepare", (
         "data/tiny/mixed.jsonl, column 'label': labels mix types (for example 'pos', 1)",
         "use one type for every label")),
+    "repeated_header_column": Case(repeated_column, "prepare", (
+        "data/tiny/labeled.csv, line 1: the header names a column more than once ('text' at columns 1, 3)",
+        "ambiguous", "rename or remove the repeated column")),
+    "broken_jsonl_line": Case(broken_jsonl_line, "prepare", (
+        f"data/tiny/labeled.jsonl, line {BROKEN_JSON_LINE}: not valid JSON", "fix or remove that line")),
+    "test_is_the_labeled_file": Case(params(data__test=str(LABELED)), "prepare", (
+        f"data.test = '{LABELED}' names the same file as data.labeled", "nothing is left to train on",
+        "Set data.test to a separate file of test rows, or to null")),
     # --- data.labeled: the rows
     "class_too_small_for_every_split": Case(add_rare_class, "prepare", (
         "data/tiny/labeled.csv: the", "split has no example of class 'meh' (2 rows in all)",
         "raise prepare.val_fraction/test_fraction", "drop it with data.labels")),
+    "listed_label_absent": Case(params(data__labels=["fresh", "splendid"]), "prepare", (
+        "data.labels lists 'splendid', which no row of data/tiny/labeled.csv holds",
+        "its labels (rows) are 'fresh' (", "'rotten' (", "Fix data.labels")),
+    "continuous_labels": Case(continuous_labels, "prepare", (
+        "data/tiny/labeled.csv: the label column (data.label_column) holds {rows} distinct values",
+        "it looks like a regression target", "bin the values into a few classes")),
     "single_class": Case(one_class, "prepare", (
         "data/tiny/labeled.csv: the label column holds a single class ('fresh')",
         "check data.label_column")),

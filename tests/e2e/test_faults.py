@@ -1,4 +1,5 @@
-"""Faults end to end: a killed prepare leaves no partial output; a tracking server that dies mid-run neither stops
+"""Faults end to end: a killed prepare leaves no partial output; a stage stopped by a full disk says so in one line,
+and its rerun resumes to the output of an uninterrupted run; a tracking server that dies mid-run neither stops
 training, nor loses DVC files, nor stalls the stage on HTTP retries; two queued experiments at once lose no MLflow
 run or metric point.
 
@@ -42,6 +43,49 @@ def test_prepare_killed_mid_write_leaves_no_partial_output(tiny_repo):
     run_command(tiny_repo, sys.executable, "-m", "stages.prepare")
     assert json.loads((data / "processed" / "label_map.json").read_text())["label2id"] == {"fresh": 0, "rotten": 1}
     assert not list(data.glob(".processed.partial-*"))  # the stale staging directory is gone too
+
+
+# The real stage in its own process, with torch.save filling the disk at the file named by argv[1].
+FULL_DISK_STAGE = """
+import errno, sys
+from pathlib import Path
+import torch
+real_save = torch.save
+def save(obj, f, *args, **kwargs):
+    if str(f).endswith(sys.argv[1]):
+        Path(f).write_bytes(bytes(1000))
+        raise OSError(errno.ENOSPC, "No space left on device", str(f))
+    return real_save(obj, f, *args, **kwargs)
+torch.save = save
+from stages import pretrain_unsup
+from stages.cli import run_stage
+run_stage(pretrain_unsup.__doc__, pretrain_unsup.main, "pretrain_unsup", [])
+"""
+
+
+def test_a_stage_stopped_by_a_full_disk_says_so_once_and_its_rerun_matches_an_uninterrupted_run(tiny_repo):
+    stage = "pretrain_unsup"
+    run_command(tiny_repo, sys.executable, "-m", "stages.prepare")
+    run_command(tiny_repo, sys.executable, "-m", f"stages.{stage}")
+    output = tiny_repo / "models" / stage
+    reference = {path.name: path.read_bytes() for path in output.iterdir()}
+    checkpoints = tiny_repo / "checkpoints" / stage
+
+    full = run_command(tiny_repo, sys.executable, "-c", FULL_DISK_STAGE, "checkpoint-4/optimizer.pt", check=False)
+    assert full.returncode == 2, full.stderr[-3000:]
+    assert "Traceback" not in full.stderr
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(
+        f"error: the disk is full: writing {checkpoints.relative_to(tiny_repo)} "
+        f"({checkpoints.relative_to(tiny_repo)}/checkpoint-4/optimizer.pt) failed"), full.stderr[-3000:]
+    assert "removed the partial checkpoint-4; checkpoint-2 is complete and kept" in errors[0]
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["checkpoint-2", "fingerprint"]
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == reference  # the previous output, intact
+    assert not list(tiny_repo.rglob("*.partial*"))
+
+    rerun = run_command(tiny_repo, sys.executable, "-m", f"stages.{stage}")  # after freeing space
+    assert f"resuming from {checkpoints.relative_to(tiny_repo)}/checkpoint-2" in rerun.stderr
+    assert {path.name: path.read_bytes() for path in output.iterdir()} == reference
 
 
 def test_training_survives_the_tracking_server_dying(tiny_repo, tmp_path):

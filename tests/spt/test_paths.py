@@ -10,7 +10,7 @@ import yaml
 
 from spt import paths
 from spt.config import Params
-from tests.support import REPO
+from tests.support import REPO, stage_command, stage_module
 
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 # The study's stages, in dvc.yaml's order: one matrix stage per module and arm group, the sweep, the floors,
@@ -20,14 +20,10 @@ STUDY = ["study_pretrain", "study_tapt", "study_finetune", "study_baseline", "st
          "study_floors", "study_budget_prepare", "study_budget_pretrain", "study_budget_tapt", "study_budget_finetune",
          "study_budget_baseline", "study_budget_matched", "study_budget_evaluate", "study_budget_evaluate_matched",
          "study_budget_floors"]
-# Training stages start with the launcher from params.yaml (python, torchrun, accelerate launch); the rest with python.
-LAUNCH = "${runtime.launch}"
-# The code every stage runs besides its own module (dvc.yaml deps): the shared command line and the packages
+# The code every stage runs besides its own module (dvc.yaml deps): the shared command line and the packages; a
+# training stage also runs stages/launch.py, which starts it under runtime.launch
 CODE = ["stages/cli.py", "spt", "study"]
-
-
-def launcher(module: str) -> str:
-    return LAUNCH if module in paths.TRAINING_STAGES else "python"
+LAUNCHER = "stages/launch.py"
 
 
 def dvc_stages():
@@ -47,7 +43,7 @@ def test_one_name_per_stage():
         if stage == "compare":
             assert "study" in spec["params"]
             continue
-        assert spec["cmd"] == f"{launcher(stage)} -m stages.{stage}"
+        assert spec["cmd"] == stage_command(stage)
         module = importlib.import_module(f"stages.{stage}")
         assert module.__doc__.startswith(f"{stage}:")
         assert getattr(module, "STAGE", stage) == stage
@@ -59,8 +55,19 @@ def test_one_name_per_stage():
 
 def test_every_stage_depends_on_its_module_and_the_shared_code():
     for stage, spec in dvc_stages().items():
-        module = spec["cmd"].split(" -m stages.")[1].split()[0]
-        assert spec["deps"][:4] == [f"stages/{module}.py", *CODE], stage
+        module = stage_module(spec["cmd"])
+        launcher = [LAUNCHER] if module in paths.TRAINING_STAGES else []
+        assert spec["deps"][:4 + len(launcher)] == [f"stages/{module}.py", *launcher, *CODE], stage
+
+
+def test_no_param_reaches_a_shell_and_launched_stages_declare_runtime():
+    """A ${param} in a command is pasted into the shell DVC runs it with; runtime.launch is read by stages.launch."""
+    for stage, spec in dvc_stages().items():
+        assert "${runtime" not in spec["cmd"], stage
+        launched = spec["cmd"].startswith("python -m stages.launch ")
+        assert launched == (stage_module(spec["cmd"]) in paths.TRAINING_STAGES), stage
+        if launched:
+            assert "runtime" in spec["params"], stage  # a new launcher reruns the stage
 
 
 def test_outputs_match_the_paths_module():

@@ -1,7 +1,7 @@
 """The command line every stage shares (stages/cli.py): the params view each stage gets, study runs' flags, usage
 errors and user errors."""
 
-import re
+import errno
 import subprocess
 import sys
 
@@ -13,7 +13,7 @@ from spt.config import load_params
 from stages.cli import run_stage, stage_params
 from study.run import Run
 from study.sweep import Setting
-from tests.support import REPO, default_params, write_params
+from tests.support import REPO, default_params, stage_command, stage_module, write_params
 
 MAIN_CHAIN = ("prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate", "compare")
 
@@ -42,14 +42,14 @@ def test_stage_exits_2_with_the_message(tmp_path, monkeypatch, capsys):
 
 
 def test_every_matrix_stage_passes_its_items_to_its_module():
-    """A matrix stage runs ``-m stages.<module>`` as a study run: ``--arm`` (the sweep: the spt arm) or, for prepare,
+    """A matrix stage runs ``stages.<module>`` as a study run: ``--arm`` (the sweep: the spt arm) or, for prepare,
     the point of the curve to draw; every axis of the matrix reaches the command, or two instances would run the
     same command."""
     matrix_stages = {stage: spec for stage, spec in dvc_stages().items() if "matrix" in spec}
     assert len(matrix_stages) == 20
     for stage, spec in matrix_stages.items():
-        module = re.search(r" -m stages\.(\w+) ", spec["cmd"])[1]
-        flags = spec["cmd"].split(f" -m stages.{module} ")[1]
+        module = stage_module(spec["cmd"])
+        flags = spec["cmd"].removeprefix(f"{stage_command(module)} ")
         if "arm" in spec["matrix"]:
             assert flags.startswith("--arm ${item.arm}"), stage
         elif "weighting" in spec["matrix"]:
@@ -66,7 +66,7 @@ def test_every_stage_gets_the_params_dvc_yaml_declares(monkeypatch):
     params = load_params()
     stages = dvc_stages()
     for stage, spec in stages.items():
-        module = re.search(r" -m stages\.(\w+)", spec["cmd"])[1]
+        module = stage_module(spec["cmd"])
         monkeypatch.setenv("DVC_STAGE", f"{stage}@{instance(spec)}" if "matrix" in spec else stage)
         assert paths.dvc_stage(module) == stage
         view = stage_params(params, module)
@@ -135,3 +135,18 @@ def test_help_describes_the_sweep_flags(module):
                             text=True, check=True)
     assert "--weighting {fixed,normalized,uncertainty,gradcos}" in result.stdout
     assert "--lambda LAMBDA" in result.stdout and "spt-<weighting>-l<lambda>-<seed>" in result.stdout
+
+
+def test_a_full_disk_outside_our_outputs_is_one_message_and_exit_2(monkeypatch, capsys):
+    """A library's cache or a temporary file meeting ENOSPC: the same one line as a full disk under atomic_output."""
+    monkeypatch.chdir(REPO)
+
+    def body(params):
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/datasets-cache/arrow-0001")
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_stage("doc", body, "prepare", ["--params", str(REPO / "params.yaml")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: the disk is full: writing /tmp/datasets-cache/arrow-0001 failed, ")
+    assert error.count("\n") == 1 and "Traceback" not in error

@@ -12,7 +12,7 @@ from study.arms import ARMS, ARMS_OF, FLOOR_ARMS, MATCHED_ARMS, PRETRAINED_ARMS,
 from study.curve import labels_dir
 from study.run import Run, name_of, study_tags, twins
 from study.sweep import Setting
-from tests.support import REPO
+from tests.support import REPO, stage_command, stage_module
 
 STUDY = {"study_pretrain": "pretrain_sup", "study_tapt": "pretrain_sup", "study_finetune": "finetune",
          "study_baseline": "finetune", "study_matched": "finetune", "study_evaluate": "evaluate",
@@ -24,11 +24,6 @@ BUDGET = {"study_budget_pretrain": "pretrain_sup", "study_budget_tapt": "pretrai
           "study_budget_finetune": "finetune",
           "study_budget_baseline": "finetune", "study_budget_matched": "finetune", "study_budget_evaluate": "evaluate",
           "study_budget_evaluate_matched": "evaluate", "study_budget_floors": "evaluate"}  # the labels-per-class curve
-LAUNCH = "${runtime.launch}"
-
-
-def launcher(module: str) -> str:
-    return LAUNCH if module in paths.TRAINING_STAGES else "python"
 
 
 def dvc_stages():
@@ -36,7 +31,7 @@ def dvc_stages():
 
 
 def module_of(spec) -> str:
-    return re.search(r" -m stages\.(\w+)", spec["cmd"])[1]
+    return stage_module(spec["cmd"])
 
 
 def arms(spec) -> list[str]:
@@ -109,7 +104,7 @@ def test_every_study_stage_runs_its_module_as_an_arm():
     for stage, module in STUDY.items():
         spec = stages[stage]
         assert module_of(spec) == module
-        assert spec["cmd"] == f"{launcher(module)} -m stages.{module} --arm ${{item.arm}} --seed ${{item.seed}}"
+        assert spec["cmd"] == f"{stage_command(module)} --arm ${{item.arm}} --seed ${{item.seed}}"
         assert spec["matrix"]["seed"] == "${study.seeds}"
     # every arm is finetuned by exactly one matrix stage and evaluated
     finetuned = [arm for stage in ("study_finetune", "study_baseline", "study_matched") for arm in arms(stages[stage])]
@@ -181,7 +176,7 @@ def test_the_sweep_is_the_spt_arm_with_another_setting():
         # in this order: DVC names each stage by the values in matrix order (study_sweep_pretrain@fixed-0.5-7)
         assert list(spec["matrix"].items()) == [("weighting", "${study.weightings}"), ("lambda", "${study.lambdas}"),
                                                 ("seed", "${study.seeds}")]
-        assert spec["cmd"] == (f"{launcher(module)} -m stages.{module} --arm spt --seed ${{item.seed}} "
+        assert spec["cmd"] == (f"{stage_command(module)} --arm spt --seed ${{item.seed}} "
                                "--weighting ${item.weighting} --lambda ${item.lambda}")
         assert spec["params"] == arm["params"]  # the spt arm's own params: nothing reads study.lambdas
         assert spec["deps"][:5] == arm["deps"][:5]
@@ -211,7 +206,7 @@ def test_budget_stages_match_the_run():
     assert str(run.labeled) == f"{labels}/labeled"
     for stage, module in BUDGET.items():
         spec = stages[stage]
-        assert spec["cmd"] == (f"{launcher(module)} -m stages.{module} --arm ${{item.arm}} "
+        assert spec["cmd"] == (f"{stage_command(module)} --arm ${{item.arm}} "
                                "--seed ${item.seed} --n-per-class ${item.n}")
         assert list(spec["matrix"]) == ["arm", "n", "seed"]
         assert (spec["matrix"]["n"], spec["matrix"]["seed"]) == ("${study.n_per_class}", "${study.seeds}")

@@ -5,13 +5,15 @@ import pytest
 import yaml
 
 from tests.support import REPO
-from tools.queue_trial import COMMAND, RAN
+from tools.queue_trial import COMMAND, FINAL, RAN
 
 
 @pytest.mark.parametrize("command, expected", [
     ("python -m stages.prepare", ("prepare", None, None)),
     ("python -m stages.pretrain_sup", ("pretrain_sup", None, None)),
     ("python -m stages.finetune --arm baseline_flops --seed 7", ("finetune", "baseline_flops", "7")),
+    ("python -m stages.launch finetune --arm baseline_flops --seed 7", ("finetune", "baseline_flops", "7")),
+    ("python -m stages.launch pretrain_unsup", ("pretrain_unsup", None, None)),
     ("torchrun --standalone --nproc_per_node 2 -m stages.pretrain_sup --arm tapt --seed 43",
      ("pretrain_sup", "tapt", "43")),
 ])
@@ -23,12 +25,11 @@ def test_every_arm_and_seed_command_of_dvc_yaml_is_read_as_its_study_run():
     """The commands dvc.yaml gives the study's arms per seed (runs <arm>-<seed>), as `dvc queue logs` shows them: each
     is read as its arm's run of that seed."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    commands = [spec["cmd"].replace("${runtime.launch}", "python").replace("${item.arm}", "spt")
-                .replace("${item.seed}", "7")
+    commands = [spec["cmd"].replace("${item.arm}", "spt").replace("${item.seed}", "7")
                 for spec in stages.values() if list(spec.get("matrix", {})) == ["arm", "seed"]]
     assert len(commands) == 6
     for command in commands:
         log = f"Running stage 'x':\n> {command}\n"
         [ran] = RAN.findall(log)
         stage, arm, seed = COMMAND.search(ran).groups()
-        assert (arm, seed) == ("spt", "7"), command
+        assert (stage in FINAL, arm, seed) == (True, "spt", "7"), command

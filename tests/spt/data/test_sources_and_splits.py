@@ -59,6 +59,41 @@ def test_single_class_and_all_empty_are_errors():
         clean_labeled(source([(" ", "x"), ("", "y")]), None)
 
 
+def test_a_listed_label_absent_from_the_data_is_named_with_the_labels_present():
+    rows = [("a", "fresh"), ("b", "rotten"), ("c", "fresh")]
+    with pytest.raises(DataError, match=r"data.labels lists 'splendid', which no row of test.csv holds; its labels "
+                                        r"\(rows\) are 'fresh' \(2\), 'rotten' \(1\)"):
+        clean_labeled(source(rows), keep_labels=["fresh", "splendid"])
+
+
+@pytest.mark.parametrize("labels, continuous", [
+    ([f"{0.5 + 0.01 * i:.2f}" for i in range(40)], True),  # 40 scores: a regression target
+    ([f"{i}" for i in range(40)], False),  # 40 whole numbers: may be class ids
+    ([f"{0.5 * i:.1f}" for i in range(1, 8)] * 6, False),  # 7 decimal values: few enough to be classes
+])
+def test_a_label_column_of_many_decimals_reads_as_a_regression_target(labels, continuous):
+    rows = [(f"text {i}", label) for i, label in enumerate(labels)]
+    if continuous:
+        with pytest.raises(DataError, match=r"holds 40 distinct values, \d+ of them decimal numbers .*regression "
+                                            "target"):
+            clean_labeled(source(rows), None)
+    else:
+        frame, _ = clean_labeled(source(rows), None)
+        assert len(frame) == len(rows)
+
+
+def test_a_test_set_holding_every_labeled_row_leaves_nothing_to_train_on(tmp_path):
+    rows = pd.DataFrame({"text": [f"review {i}" for i in range(10)], "label": ["a", "b"] * 5})
+    rows.to_csv(tmp_path / "labeled.csv", index=False)
+    rows.to_csv(tmp_path / "test.csv", index=False)  # a copy under another name: caught after cleaning
+    read = read_labeled(str(tmp_path / "labeled.csv"), "text", "label", None, test=str(tmp_path / "test.csv"))
+    with pytest.raises(DataError, match=r"nothing is left to train on: all 10 rows outside data.test share a text "
+                                        r"with it \(10 dropped"):
+        clean_labeled(read, None)
+    with pytest.raises(DataError, match="names the same file as data.labeled"):  # the same path: caught at once
+        read_labeled(str(tmp_path / "labeled.csv"), "text", "label", None, test=str(tmp_path / "labeled.csv"))
+
+
 def test_split_too_small_for_every_class_names_the_class():
     frame = pd.DataFrame({"text": [f"t{i}" for i in range(42)], "label": ["a"] * 40 + ["b"] * 2})
     with pytest.raises(DataError, match="has no example of class 'b'"):
@@ -88,9 +123,15 @@ def test_sample_per_class():
                                              "columns 'texts', 'label'"),
     (b"text,label\ngood,pos\ncaf\xe9,neg\n", "line 3: bytes b'\\\\xe9' are not valid UTF-8"),
     (b"text,label\n\x00\x01\x02,pos\n", "looks like a binary file"),
+    (b"text,label,text\ngood,pos,x\nbad,neg,y\n", "line 1: the header names a column more than once \\('text' at "
+                                                 "columns 1, 3\\)"),
+    ({"jsonl": b'{"text": "good", "label": "pos"}\n\n{"text": "bad", "label": \n'}, "labeled.jsonl, line 3: not "
+                                                                                 "valid JSON"),
+    ({"jsonl": b'{"text": "good", "label": "pos"}\n["bad", "neg"]\n'}, "line 2: a JSON list, not an object"),
 ])
 def test_bad_labeled_files(tmp_path, content, expected):
-    path = tmp_path / "labeled.csv"
+    suffix, content = next(iter(content.items())) if isinstance(content, dict) else ("csv", content)
+    path = tmp_path / f"labeled.{suffix}"
     path.write_bytes(content)
     with pytest.raises(DataError, match=expected):
         read_labeled(str(path), "text", "label", None)

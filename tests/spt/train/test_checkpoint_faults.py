@@ -1,12 +1,17 @@
-"""Checkpoint faults (spt/train/resume.py): a kill mid-save never yields a checkpoint that is resumed, and a run
-resumed mid-epoch replays that epoch's data order.
+"""Checkpoint faults (spt/train/resume.py): a kill mid-save never yields a checkpoint that is resumed, nor does one
+whose file has the recorded size but other content; a checkpoint record is published durably; a full disk
+mid-checkpoint removes the partial checkpoint, says so once, and the rerun resumes; a run resumed mid-epoch replays
+that epoch's data order.
 
-Killed stages, a dying tracking server and experiments run at once: tests/e2e/test_faults.py; SIGKILL at random
-moments in every stage, with byte-identical results afterwards: tools/kill_trials.py.
+Killed stages, a full disk in a real stage, a dying tracking server and experiments run at once:
+tests/e2e/test_faults.py; SIGKILL at random moments in every stage, with byte-identical results afterwards:
+tools/kill_trials.py.
 """
 
+import errno
 import json
 import signal
+from pathlib import Path
 from types import SimpleNamespace
 
 import datasets
@@ -14,13 +19,18 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from spt.errors import DiskFullError
+from spt.hashing import content_sha256
 from spt.train.resume import (
     COMPLETE_FILE,
     MarkCompleteCheckpoints,
+    checkpoint_bytes,
+    checkpoint_problem,
     is_complete_checkpoint,
     mark_complete,
     resumable_checkpoint,
 )
+from tests.support import SyncLog
 
 
 def write_checkpoint(directory, step, files=("model", "optimizer", "scheduler", "rng", "state")):
@@ -44,6 +54,14 @@ def truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
+def corrupt_same_size(path):
+    """Bytes that never reached the disk read back as zeros after a power cut: the size is right, the content not."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(64) if any(data[middle:middle + 64]) else b"\xff" * 64
+    path.write_bytes(bytes(data))
+
+
 # Ways a kill (or a kill during the deletion of an old checkpoint) can leave checkpoint-20.
 FAULTS = {
     # killed while writing the optimizer: no trainer_state.json, no completion record
@@ -56,6 +74,9 @@ FAULTS = {
     "truncated safetensors": lambda path: truncate(path / "model.safetensors"),
     "no trainer_state": lambda path: (path / "trainer_state.json").unlink(),
     "truncated completion record": lambda path: truncate(path / COMPLETE_FILE),
+    # a power cut after the record was written: every size right, a block of the weights or optimizer lost
+    "corrupted optimizer, same size": lambda path: corrupt_same_size(path / "optimizer.pt"),
+    "corrupted safetensors, same size": lambda path: corrupt_same_size(path / "model.safetensors"),
 }
 
 
@@ -95,8 +116,40 @@ def test_on_save_marks_the_checkpoint_the_trainer_just_wrote(tmp_path):
     assert is_complete_checkpoint(written)
     assert not is_complete_checkpoint(older)
     recorded = json.loads((written / COMPLETE_FILE).read_text())
-    assert recorded == {name: (written / name).stat().st_size for name in
-                        ("model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt", "trainer_state.json")}
+    assert recorded == {name: {"size": (written / name).stat().st_size, "sha256": content_sha256(written / name)}
+                        for name in ("model.safetensors", "optimizer.pt", "rng_state.pth", "scheduler.pt",
+                                     "trainer_state.json")}
+
+
+def test_a_corrupt_checkpoint_is_named_in_the_log_and_the_previous_one_resumed(tmp_path, caplog):
+    resumable_checkpoint(tmp_path, "f1")
+    previous, latest = write_checkpoint(tmp_path, 10), write_checkpoint(tmp_path, 20)
+    mark_complete(previous)
+    mark_complete(latest)
+    corrupt_same_size(latest / "optimizer.pt")
+    with caplog.at_level("WARNING", logger="spt.train.resume"):
+        assert resumable_checkpoint(tmp_path, "f1") == str(previous)
+    assert f"not resuming {latest}: optimizer.pt has the recorded size but not the recorded content" in caplog.text
+
+
+def test_a_size_only_record_of_an_older_version_is_not_resumed(tmp_path):
+    path = write_checkpoint(tmp_path, 10)
+    sizes = {name.name: name.stat().st_size for name in path.iterdir()}
+    (path / COMPLETE_FILE).write_text(json.dumps(sizes))
+    assert checkpoint_problem(path) == f"{COMPLETE_FILE} records no content hashes (an older format)"
+
+
+def test_a_checkpoint_record_is_published_after_its_files_are_fsynced(tmp_path, monkeypatch):
+    checkpoint = write_checkpoint(tmp_path, 10)
+    log = SyncLog(monkeypatch)
+    mark_complete(checkpoint)
+    files = {str(path) for path in checkpoint.iterdir() if path.name != COMPLETE_FILE}
+    record, staging = checkpoint / COMPLETE_FILE, checkpoint / f"{COMPLETE_FILE}.partial"
+    synced_files = log.events[:len(files)]
+    assert {event[1] for event in synced_files} == files
+    assert log.events[len(files):] == [
+        ("fsync", str(checkpoint)), ("fsync", str(staging)), ("replace", str(staging), str(record)),
+        ("fsync", str(checkpoint)), ("fsync", str(tmp_path))]
 
 
 def tiny_classifier_run(output_dir, kill_at_step=None):
@@ -153,6 +206,45 @@ def tiny_classifier_run(output_dir, kill_at_step=None):
     finally:
         signal.signal(signal.SIGINT, sigint)
     return {name: tensor.clone() for name, tensor in trainer.model.state_dict().items()}
+
+
+def full_disk_at(suffix, real_save):
+    """torch.save that fills the disk while writing the file whose path ends with ``suffix``: part of it is
+    written, then ENOSPC."""
+    def save(obj, f, *args, **kwargs):
+        if str(f).endswith(suffix):
+            Path(f).write_bytes(bytes(1000))
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        return real_save(obj, f, *args, **kwargs)
+    return save
+
+
+def test_a_full_disk_mid_checkpoint_removes_the_partial_one_and_the_rerun_resumes(tmp_path, monkeypatch, caplog):
+    reference = tiny_classifier_run(tmp_path / "reference")
+    run = tmp_path / "full"
+    real_save = torch.save
+    monkeypatch.setattr(torch, "save", full_disk_at("checkpoint-15/optimizer.pt", real_save))
+    with pytest.raises(DiskFullError) as raised:
+        tiny_classifier_run(run)
+    message = str(raised.value)
+    assert message.startswith(f"the disk is full: writing {run} ({run}/checkpoint-15/optimizer.pt) failed, ")
+    assert " free on that filesystem; a checkpoint of this model takes about " in message
+    assert "(weights " in message and "+ optimizer state, about 3x the weights)" in message
+    assert "removed the partial checkpoint-15; checkpoint-10 is complete and kept: the rerun resumes from it" in message
+    assert "free space there" in message
+    assert sorted(path.name for path in run.glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    assert is_complete_checkpoint(run / "checkpoint-10")
+
+    monkeypatch.setattr(torch, "save", real_save)  # space freed
+    with caplog.at_level("INFO", logger="spt.train.resume"):
+        resumed = tiny_classifier_run(run)
+    assert f"resuming from {run}/checkpoint-10" in caplog.text
+    assert reference and all(torch.equal(reference[name], resumed[name]) for name in reference)
+
+
+def test_checkpoint_size_is_the_weights_and_two_optimizer_moments():
+    model = torch.nn.Linear(10, 10)  # 110 float32 parameters: 440 bytes
+    assert checkpoint_bytes(model) == 3 * 440
 
 
 def test_resume_after_the_first_epoch_draws_the_same_length_grouped_order(tmp_path):
