@@ -1,5 +1,5 @@
 """Floors that need no pretraining: logistic regression on TF-IDF features, or on the source model's
-frozen mean-pooled embeddings (the study_floors stage, run by ``stages.evaluate --variant``).
+frozen mean-pooled embeddings (the study_floors stage, run by ``stages.evaluate --arm``).
 
 Both choose their regularisation C on the validation split alone: one model per C of
 ``floors.c_grid`` is fitted on the training split, and the one with the best validation macro-F1
