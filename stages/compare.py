@@ -20,9 +20,14 @@ Params: seed, study, floors.variants (the floors to report), pretrain_sup.weight
 Arms (all start from the shared pretrain_unsup checkpoint): spt (pretrain_sup, then finetune),
 tapt (the same pretraining budget with lambda = 0, then finetune: what more masked-LM alone adds),
 baseline (finetune, the same steps), baseline_matched (finetune given as many extra examples as
-SPT's pretraining trained on) and baseline_flops (as many extra FLOPs). Intervals come from a
-hierarchical bootstrap: seeds, then test examples. A seed varies each arm's pretraining and
-finetuning; prepare and pretrain_unsup are shared. Only this stage and evaluate read the test split.
+SPT's pretraining trained on) and baseline_flops (as many extra FLOPs). Intervals are at the seed
+level: per seed, SPT minus the other on the same test examples; a t interval over seeds that adds the
+test noise every seed shares (study/stats.py: paired_difference; its coverage under a null is tested).
+The arm table's comparisons are one family, Holm-adjusted; the label-budget curve is another. A run
+whose best validation is its last is listed as not converged, and the verdicts open with it. The
+report ends with a recommendation: the cheapest arm not shown worse than the best on validation. A
+seed varies each arm's pretraining and finetuning; prepare and pretrain_unsup are shared. Only this
+stage and evaluate read the test split.
 
 Floors (no pretraining, no seed: study_floors): tfidf (TF-IDF + logistic regression) and embeddings
 (logistic regression on model.source's frozen embeddings). They have test scores but no steps or
@@ -37,7 +42,7 @@ in the report. The choice is made, and written down, before any test output is r
 
 The label-budget curve (study.n_per_class, study_budget_*): per budget, the arms and floors trained on
 that many labels per class (pretrain_sup's own setting: the sweep does not run per budget), then the full
-set (the study's runs). Per point: each one's test accuracy and macro-F1 with hierarchical intervals, the
+set (the study's runs). Per point: each one's test accuracy and macro-F1 with seed-level intervals, the
 best other arm or floor by validation macro-F1 (mean over seeds) and SPT minus it, and SPT minus each.
 """
 
@@ -74,6 +79,7 @@ def flat_metrics(summary: dict) -> dict[str, float]:
     flat = {f"{v}_{k}": value for v, row in {**summary["variants"], **summary["floors"]}.items()
             for k, value in row.items() if isinstance(value, float)}
     flat.update({f"{name}_{m}": d[m]["diff"] for name, d in summary["differences"].items() for m in d})
+    flat.update({f"{name}_{m}_p_holm": d[m]["p_holm"] for name, d in summary["differences"].items() for m in d})
     for point in summary["label_budget"]["points"]:  # budget_8_spt_accuracy, budget_all_spt_minus_best_other_...
         key = f"budget_{point['n_per_class'] or 'all'}"
         flat.update({f"{key}_{name}_accuracy": row["accuracy"]["mean"] for name, row in point["scores"].items()})

@@ -15,7 +15,7 @@ from spt.errors import StudyError
 from study.arms import PRETRAINED_ARMS
 from study.read import read_floor, read_run
 from study.stats import seed_mean
-from study.summary import VERDICT_LEVEL, not_learning
+from study.summary import METRICS, VERDICT_LEVEL, adjust, not_converged, not_learning, shown
 
 # per labels-per-class point and seed: the labeled train and validation splits prepare draws
 LABELS_DIR = Path("data/budgets")
@@ -72,10 +72,12 @@ def draw_labels(params, labels_per_class: int, seed: int) -> None:
 
 def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], n_per_class: int | None,
                  labels_per_class: float, study, seed: int) -> dict:
-    """One point of the label-budget curve: every arm's and floor's test scores with hierarchical intervals, the
-    best other arm or floor chosen on validation (finetune's best validation macro-F1, mean over seeds; a floor's
-    at its chosen C) and SPT minus each other, SPT minus the best other first. ``n_per_class`` None: the full set."""
-    from study.stats import hierarchical_bootstrap, score_interval
+    """One point of the label-budget curve: every arm's and floor's test scores with seed-level intervals
+    (:func:`study.stats.score_interval`), the best other arm or floor chosen on validation (finetune's best
+    validation macro-F1, mean over seeds; a floor's at its chosen C) and SPT minus each other
+    (:func:`study.stats.paired_difference`), SPT minus the best other first. ``n_per_class`` None: the full set.
+    Holm is applied over the whole curve (:func:`label_budget`)."""
+    from study.stats import paired_difference, score_interval
 
     names = sorted(set(runs["spt"][0]["actual"]))
     index = {name: i for i, name in enumerate(names)}
@@ -94,7 +96,7 @@ def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], n_per_cla
     others = [name for name in predictions if name != "spt"]
     best = max(others, key=lambda name: validation[name])  # ties: the first listed (max keeps the first)
 
-    differences = {f"spt_minus_{other}": hierarchical_bootstrap(
+    differences = {f"spt_minus_{other}": paired_difference(
         actual, predictions["spt"], predictions[other], len(names), study.bootstrap_samples, seed, VERDICT_LEVEL)
         for other in others}
     return {"n_per_class": n_per_class, "labels_per_class": labels_per_class,
@@ -103,16 +105,24 @@ def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], n_per_cla
                               "floor": name not in runs} for name in predictions},
             "seeds_not_learning": {arm: [s for s, r in zip(study.seeds, arm_runs, strict=True) if not_learning(r)]
                                    for arm, arm_runs in runs.items() if arm != "spt"},
+            "seeds_not_converged": {arm: [s for s, r in zip(study.seeds, arm_runs, strict=True) if not_converged(r)]
+                                    for arm, arm_runs in runs.items()},
             "best_other": best, "spt_minus_best_other": differences[f"spt_minus_{best}"], "differences": differences}
 
 
 def label_budget(full: tuple[dict, dict], budgets: dict[int, tuple[dict, dict]], train_per_class: float, study,
                  seed: int) -> dict:
     """The label-budget curve (metrics/compare.json ``label_budget``): one :func:`budget_point` per budget of
-    study.n_per_class, smallest first, then the full set (the study's own runs, ``full``)."""
+    study.n_per_class, smallest first, then the full set (the study's own runs, ``full``). The curve's comparisons
+    (every point's SPT minus each other, accuracy and macro-F1) are one family of their own: Holm-adjusted
+    together, apart from the arm table's."""
     points = [budget_point(*budgets[n], n, float(n), study, seed) for n in sorted(budgets)]
     points.append(budget_point(*full, None, train_per_class, study, seed))
-    return {"criterion": "best other: the arm or floor (spt aside) with the highest validation macro-F1, mean over "
+    family = [diff[metric] for point in points for diff in point["differences"].values() for metric in METRICS]
+    adjust(family)
+    return {"family": {"comparisons": len(family), "correction": "Holm",
+                       "members": "every point's SPT − each other arm and floor, accuracy and macro-F1"},
+            "criterion": "best other: the arm or floor (spt aside) with the highest validation macro-F1, mean over "
                          "seeds (finetune's kept checkpoint; a floor's at its chosen C); test scores are read after",
             "true_few_shot": study.true_few_shot, "points": points}
 
@@ -123,29 +133,41 @@ def _budget_name(point: dict) -> str:
 
 
 def budget_verdicts(curve: dict) -> list[str]:
-    """Per budget: does SPT beat the best other arm or floor (chosen on validation), and every other one?"""
+    """Per budget: does SPT beat the best other arm or floor (chosen on validation), and every other one? Decided on
+    p-values Holm-adjusted over the whole curve; with one seed nothing is claimed (training variance not counted)."""
+    from study.text import p_is, points
+
     lines = []
+    family = curve["family"]["comparisons"]
     for point in curve["points"]:
         diff, f1 = point["spt_minus_best_other"]["accuracy"], point["spt_minus_best_other"]["macro_f1"]
         where = f"With {_budget_name(point)} labels per class"
-        interval = (f"{diff['diff'] * 100:+.2f} points [{diff['low'] * 100:+.2f}, {diff['high'] * 100:+.2f}] in "
-                    f"accuracy, {f1['diff'] * 100:+.2f} [{f1['low'] * 100:+.2f}, {f1['high'] * 100:+.2f}] in macro-F1")
-        beaten = [name for name, d in point["differences"].items() if d["accuracy"]["low"] > 0]
-        if diff["low"] > 0:
-            verdict = f"SPT is **more accurate** than the best other recipe on validation, {point['best_other']}"
-        elif diff["high"] < 0:
-            verdict = f"SPT is **less accurate** than the best other recipe on validation, {point['best_other']}"
-        else:
-            verdict = f"no difference is shown between SPT and the best other recipe on validation, " \
-                      f"{point['best_other']}"
-        others = len(point["differences"])
-        lines.append(f"{where}, {verdict}: {interval}; SPT beats {len(beaten)} of the {others} others "
-                     f"({', '.join(name.removeprefix('spt_minus_') for name in beaten) or 'none'}).")
+        best = point["best_other"]
+        interval = f"{points(diff)} points in accuracy, {points(f1)} in macro-F1"
         stalled = [f"{arm} (seed {', '.join(map(str, seeds))})" for arm, seeds in point["seeds_not_learning"].items()
                    if seeds]
+        unconverged = [f"{arm} (seed {', '.join(map(str, seeds))})"
+                       for arm, seeds in point.get("seeds_not_converged", {}).items() if seeds]
+        if unconverged:
+            lines.append(f"{where}, **not a fair comparison yet**: {', '.join(unconverged)} not converged: raise "
+                         "finetune.max_steps (best validation at its last step).")
         if stalled:
             lines.append(f"{where}, **not a fair comparison yet**: {', '.join(stalled)} never improved on step 0 "
                          "of finetuning; raise finetune.max_steps.")
+        if not diff["training_variance_counted"]:
+            lines.append(f"{where}, SPT − the best other recipe on validation, {best}: {interval} (95% intervals of "
+                         "test-set noise alone: one seed, no claim).")
+            continue
+        adjusted = f"Holm-adjusted p {p_is(diff['p_holm'])} over the curve's {family} comparisons"
+        if shown(diff):
+            verdict = (f"SPT is **{'more' if diff['diff'] > 0 else 'less'} accurate** than the best other recipe on "
+                       f"validation, {best}")
+        else:
+            verdict = f"no accuracy difference is shown between SPT and the best other recipe on validation, {best}"
+        beaten = [name.removeprefix("spt_minus_") for name, d in point["differences"].items()
+                  if shown(d["accuracy"]) and d["accuracy"]["diff"] > 0]
+        lines.append(f"{where}, {verdict}: {interval}, {adjusted}; SPT is shown more accurate than "
+                     f"{len(beaten)} of the {len(point['differences'])} others ({', '.join(beaten) or 'none'}).")
     return lines
 
 
@@ -158,8 +180,12 @@ def budget_report(curve: dict) -> list[str]:
              "For each budget of study.n_per_class, every arm and floor trained per seed on that many training labels "
              "per class, drawn per seed (data/budgets/n<N>-<seed>); the other training texts stayed masked-LM text. "
              f"Validation: {capped}. The last row is the full set: the study's runs above. Cells: test accuracy, "
-             "mean over seeds [95% hierarchical bootstrap interval: seeds, then test examples]. The best other "
-             "recipe is chosen on validation macro-F1, before its test score is read. Read accuracy with macro-F1: "
+             "mean over seeds [95% interval at the seed level, as for the differences above: t over seeds plus the "
+             "test noise they share; a floor of the full set, with no seed, and any one-seed point: test noise "
+             "alone]. The best other recipe is chosen on validation macro-F1, before its test score is read. The "
+             f"curve's {curve['family']['comparisons']} comparisons (every point's SPT − each other, accuracy and "
+             "macro-F1) are a family of their own: the sentences below use p-values Holm-adjusted over them. Read "
+             "accuracy with macro-F1: "
              "with few labels a classifier that predicts the majority class scores that class's share in "
              "accuracy and little in macro-F1.", "",
              f"| labels per class | {' | '.join(names)} | best other (validation) | SPT − best other | "

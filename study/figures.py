@@ -47,7 +47,7 @@ def study_curves(runs: dict[str, list[dict]], path: Path, selection: dict | None
 
 def budget_curve(curve: dict, path: Path) -> Path:
     """The label-budget curve: test accuracy against training labels per class (log scale), one line per arm
-    (solid) and floor (dashed) with 95% hierarchical intervals; beside it SPT minus the best other arm or floor
+    (solid) and floor (dashed) with 95% seed-level intervals; beside it SPT minus the best other arm or floor
     (chosen on validation) per budget, in accuracy and in macro-F1 (a classifier stuck on the majority class
     scores well in the one and badly in the other). The full set is the last point (its x: the mean labels per
     class)."""
@@ -92,7 +92,10 @@ def budget_curve(curve: dict, path: Path) -> Path:
         axis.grid(alpha=0.3)
         axis.margins(x=0.08)
     left.set_ylabel("test accuracy (%)")
-    left.set_title("every arm and floor: mean over seeds, 95% interval (seeds, then test examples)", fontsize="medium")
+    one_seed = all(row["accuracy"]["seeds"] < 2 for point in points for row in point["scores"].values())
+    left.set_title("every arm and floor: one seed, 95% interval of test-set noise only (training variance not "
+                   "counted)" if one_seed else "every arm and floor: mean over seeds, 95% interval (t over seeds + "
+                   "shared test noise)", fontsize="medium")
     left.legend(loc="lower right", fontsize="small")
     right.set_ylabel("difference (points)")
     right.set_title("SPT − the best other recipe on validation: accuracy, macro-F1 (95%)", fontsize="medium")

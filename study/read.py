@@ -29,9 +29,11 @@ def read_run(run: str, pretrained: bool) -> dict:
         raise StudyError(f"study run {run} is incomplete ({err.filename} missing); run `dvc repro`") from None
     steps = [int(r["step"]) for r in curve]
     flops = [float(r["flops"]) for r in curve]
-    return {"scores": scores, "actual": [r["actual"] for r in rows], "predicted": [r["predicted"] for r in rows],
+    return {"run": run, "scores": scores, "actual": [r["actual"] for r in rows],
+            "predicted": [r["predicted"] for r in rows],
             "steps": steps, "val_macro_f1": [float(r["eval_macro_f1"]) for r in curve],
             "val_best": float(finetune["val_macro_f1"]),  # the checkpoint finetuning kept
+            "best_step": finetune.get("best_step"),  # its step (runs written before it existed: None)
             "pretraining_steps": int(pretraining["steps"]), "pretraining_flops": float(pretraining["flops"]),
             "finetune_steps": int(finetune["steps"]), "finetune_flops": float(finetune["flops"]),
             "total_steps": [int(pretraining["steps"]) + s for s in steps],

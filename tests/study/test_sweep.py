@@ -120,6 +120,11 @@ def test_the_best_mean_validation_score_stands_in_as_spt(study):
         "| normalized | 0.5 | 81.25 ± 8.84 | 87.50 / 75.00 | 4 / 2 | `spt-normalized-l0.5-<seed>` | **chosen** |",
         "| normalized | 1 | 81.25 ± 0.00 | 81.25 / 81.25 | never / never | `spt-normalized-l1.0-<seed>` |  |"]
     assert selection["candidates"][2]["plateau_exit_steps"] == [4, 2]
+    # the expected best of n candidates (scores 0.6875 x 2, 0.8125 x 2): n = 1, the mean 0.75; n = 2, the best of
+    # a pair is 0.6875 for 1 pair of 6 and 0.8125 for 5: 0.79167; n = 3 and 4: 0.8125
+    assert selection["expected_best_val_macro_f1"] == pytest.approx([0.75, 4.75 / 6, 0.8125, 0.8125])
+    assert "number of candidates tried (Dodge et al. 2019; the unbiased estimator without replacement over these " \
+           "candidates' mean validation scores): 1: 75.00, 2: 79.17, 3: 81.25, 4: 81.25." in report
     assert f"its test accuracy is {summary['variants']['spt']['accuracy_mean'] * 100:.2f}" in report
     assert "baseline_flops match the spt arm's own pretraining" in report  # not the chosen setting's
     assert (study / "reports/compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
