@@ -361,8 +361,8 @@ class StudyConfig(Section):
     target: Annotated[float, Field(gt=0, le=1)] | None = Field(
         None, description="steps-to-target: this validation macro-F1; null: target_fraction of the baseline's best")
     bootstrap_samples: Annotated[int, Field(ge=100)] = Field(
-        2000, description="replicates of the hierarchical bootstrap (seeds, then test examples) behind the 95% "
-        "intervals")
+        2000, description="paired-bootstrap draws of the test examples behind the 95% intervals: the macro-F1 test "
+        "noise all seeds share, and the labels-per-class curve's intervals (study/stats.py)")
     matched_baselines: list[Literal["baseline_matched", "baseline_flops"]] = Field(
         default_factory=lambda: ["baseline_flops"],
         description="the standard recipe given SPT's pretraining compute, in examples (baseline_matched) and/or "
