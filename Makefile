@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh clone:
-#   make repro   set up .venv (locked, hash-checked) and run the whole pipeline (dvc repro)
+#   make repro   set up .venv (locked, hash-checked), run the whole pipeline (dvc repro) and mirror dvc.lock in
+#                MLflow (tools/mirror.py: a run for every stage, also those DVC found current)
 #   make test    set up .venv and run the test suite (all tiers)
 # make test-fast skips the end-to-end tests (marker e2e); make lint runs ruff.
 # make repro-check is CI's reproducibility gate (see tools/repro_check.py).
@@ -30,7 +31,7 @@ $(INSTALLED): requirements.txt requirements-dev.txt requirements-data.txt pyproj
 
 repro: setup
 	$(BIN)/dvc repro
-	$(BIN)/python -m tools.register_if_missing
+	$(BIN)/python -m tools.mirror
 
 test: setup
 	$(BIN)/python -m pytest -q tests

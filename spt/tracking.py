@@ -1,5 +1,9 @@
 """MLflow tracking: one parent run per pipeline execution, one child run per stage that ran.
 
+A stage DVC skipped logs nothing itself: tools/mirror.py (``make repro`` runs it after ``dvc repro``) then logs
+it from its committed outputs, and tags each stage's run with the hash of the outputs dvc.lock records for it
+(:func:`outs_key`), so the store holds one run per stage of dvc.lock.
+
 With nothing configured runs go to ``sqlite:///mlflow.db`` at the repository root (``$DVC_ROOT``
 when DVC runs the stage in a temporary experiment copy), artifacts to ``mlartifacts/`` beside it.
 ``tracking.uri`` or ``$MLFLOW_TRACKING_URI`` point to a server instead.
@@ -17,18 +21,22 @@ the DVC metrics and plots are still written. Under torchrun only rank 0 logs.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import functools
 import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+
+import yaml
 
 from spt import paths
 from spt.config import DeclaredParams, Params, TrackingConfig, section_dict
@@ -42,6 +50,13 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 # Logged as dataset digests: a prefix of the data/processed content hash (MLflow stores at most 36 chars).
 DIGEST_LENGTH = 16
+# A stage's run is tagged with the dvc.yaml stage DVC ran it as ($DVC_STAGE, e.g. study_finetune@spt-42) and the md5
+# of the metrics file it wrote; tools/mirror.py adds the hash of the stage's outputs in dvc.lock (outs_key) once that
+# md5 matches dvc.lock, and tags a run it logs from committed outputs as such.
+DVC_STAGE_TAG = "dvc_stage"
+METRICS_MD5_TAG = "metrics_md5"
+OUTS_KEY_TAG = "dvc_outs_md5"
+LOGGED_FROM_TAG = "logged_from"
 # MLflow's HTTP settings while a stage runs (see fail_fast_http); the user's own values win.
 HTTP_FAIL_FAST = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                   "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -77,16 +92,85 @@ def params_hash(data: dict[str, Any]) -> str:
 
 
 def git_state() -> dict[str, str]:
-    """Commit and dirty flag of the repository, when it is a git checkout."""
+    """Commit and dirty flag of the repository, when it is a git checkout.
+
+    ``git_dirty`` says whether code or params differ from the commit: a tracked file changed that is no output of
+    the pipeline. DVC's own writes do not count: the outputs dvc.yaml declares (they are rewritten while the pipeline
+    runs, often byte for byte), dvc.lock, and the .gitignore files DVC keeps.
+    """
     try:
         root = repository_root()
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return {"git_commit": commit, "git_dirty": str(bool(dirty)).lower()}
+        status = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=no"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         return {}
+    outputs = dvc_output_patterns(root / paths.DVC_FILE)
+    changed = [path for path in changed_paths(status) if not is_dvc_output(path, outputs)]
+    return {"git_commit": commit, "git_dirty": str(bool(changed)).lower()}
+
+
+def changed_paths(porcelain: str) -> list[str]:
+    """The paths of ``git status --porcelain -z`` output (a rename lists its new and its old path)."""
+    entries, paths_found = porcelain.split("\0"), []
+    index = 0
+    while index < len(entries):
+        entry = entries[index]
+        index += 1
+        if len(entry) < 4:
+            continue
+        paths_found.append(entry[3:])
+        if entry[0] in "RC" or entry[1] in "RC":  # the old path follows as an entry of its own
+            paths_found.append(entries[index])
+            index += 1
+    return paths_found
+
+
+def dvc_output_patterns(dvc_file: Path) -> list[str]:
+    """The outputs (outs, metrics, plots) of every stage of ``dvc_file``, a ``${...}`` interpolation (a matrix stage's
+    item) as the wildcard ``*``; none when it cannot be read."""
+    try:
+        stages = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return []
+    patterns = []
+    for spec in stages.values():
+        for kind in ("outs", "metrics", "plots"):
+            for out in (spec or {}).get(kind) or []:
+                path = out if isinstance(out, str) else next(iter(out))
+                patterns.append(re.sub(r"\$\{[^}]*\}", "*", path).rstrip("/"))
+    return patterns
+
+
+def is_dvc_output(path: str, patterns: list[str]) -> bool:
+    """Whether ``path`` (relative to the repository root) is DVC's to write: dvc.lock, a .gitignore, or an output
+    of ``patterns`` (:func:`dvc_output_patterns`) or a file inside one."""
+    if path == "dvc.lock" or PurePosixPath(path).name == ".gitignore":
+        return True
+    return any(fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, f"{pattern}/*") for pattern in patterns)
+
+
+def run_name(stage: str, study_run: str | None = None) -> str:
+    """A run's name: the stage, and the study run it belongs to (``finetune · baseline_flops-42``); the main chain's
+    is the stage's alone (``finetune``)."""
+    return stage if study_run is None else f"{stage} · {study_run}"
+
+
+def file_md5(path: Path) -> str:
+    """The md5 of a file's bytes: what dvc.lock records for a file output (``hash: md5``)."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def outs_key(outs: list[dict[str, Any]]) -> str:
+    """The key of a stage's outputs as dvc.lock records them (its ``outs`` entries: path and md5): equal exactly when
+    every output has the same path and content, whatever order they are listed in."""
+    listing = sorted((str(out["path"]), str(out.get("md5"))) for out in outs)
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()[:16]
 
 
 def pipeline_execution_id() -> str:
@@ -139,6 +223,11 @@ class Tracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.guard("log_artifact", lambda: _mlflow().log_artifact(str(path), artifact_path))
+
+    def wrote_metrics(self, path: Path) -> None:
+        """Record the md5 of the metrics file this stage wrote (a DVC output): tools/mirror.py knows by it that this
+        run made the outputs dvc.lock records."""
+        self.set_tags({METRICS_MD5_TAG: file_md5(path)})
 
     def log_datasets(self, name: str, digest: str, rows: dict[str, int], labeled: Path = paths.LABELED) -> None:
         """Log the parts of data/processed this stage used as MLflow dataset inputs (the UI's Dataset column).
@@ -203,6 +292,22 @@ class Tracker:
         self.guard("log_to_parent", log)
 
 
+def log_classifier(model_dir: Path, registered_model: str) -> None:
+    """Log the classifier in ``model_dir`` to the active run in MLflow's transformers flavour and register it as a
+    new version of ``registered_model`` (``mlflow.pyfunc.load_model("models:/<name>/<version>")`` then predicts)."""
+    import mlflow
+    import torch
+    import transformers
+
+    # an absolute path: a relative one such as models/finetune looks like a Hub id, and MLflow
+    # would spend a minute of retries fetching its model card from the Hub when offline
+    classifier = transformers.pipeline("text-classification", model=str(Path(model_dir).resolve()), device="cpu")
+    mlflow.transformers.log_model(
+        classifier, name="model", task="text-classification", registered_model_name=registered_model,
+        # listing them skips MLflow's slow requirement inference (it imports the model anew)
+        pip_requirements=[f"transformers=={transformers.__version__}", f"torch=={torch.__version__.split('+')[0]}"])
+
+
 def _mlflow() -> Any:
     import mlflow
 
@@ -246,14 +351,17 @@ def _processed_dataset_class() -> type:
 
 
 @contextlib.contextmanager
-def tracked_run(stage: str, params: DeclaredParams, system_metrics: bool = False) -> Iterator[Tracker]:
+def tracked_run(stage: str, params: DeclaredParams, system_metrics: bool = False,
+                study_run: str | None = None) -> Iterator[Tracker]:
     """An MLflow child run for one stage (see :func:`_tracked_run`), under fail-fast HTTP settings."""
     with fail_fast_http():
-        yield from _tracked_run(stage, params, system_metrics)
+        yield from _tracked_run(stage, params, system_metrics, study_run)
 
 
-def _tracked_run(stage: str, params: DeclaredParams, system_metrics: bool) -> Iterator[Tracker]:
-    """An MLflow child run for one stage, logging the params its dvc.yaml stage declares (flattened) and
+def _tracked_run(stage: str, params: DeclaredParams, system_metrics: bool, study_run: str | None
+                 ) -> Iterator[Tracker]:
+    """An MLflow child run for one stage, named after it and the study run it belongs to (``study_run``: a name of
+    study/run.py, None for the main chain), logging the params its dvc.yaml stage declares (flattened) and
     lineage tags.
 
     The store is checked here, before the stage does any work: unreachable with
@@ -279,10 +387,13 @@ def _tracked_run(stage: str, params: DeclaredParams, system_metrics: bool) -> It
 
     tags = {"stage": stage, "params_hash": params_hash(stage_params), "mlflow.parentRunId": parent_id,
             **git_state(), **_experiment_tag()}
+    if os.environ.get("DVC_STAGE"):  # the stage instance, as dvc.lock names it (dvc.yaml:name addresses it too)
+        tags[DVC_STAGE_TAG] = os.environ["DVC_STAGE"].rpartition(":")[2]
     tracker = Tracker(active=True)
     # Not `with mlflow.start_run()`: its exit (end_run) calls the store and would raise if it died.
     run = tracker.guard("start_run", lambda: mlflow.start_run(
-        experiment_id=experiment_id, run_name=stage, tags=tags, log_system_metrics=system_metrics))
+        experiment_id=experiment_id, run_name=run_name(stage, study_run), tags=tags,
+        log_system_metrics=system_metrics))
     if run is not None:
         log.info("MLflow run %s of pipeline run %s (%s)", run.info.run_id, parent_id, uri)
     tracker.log_params(flatten(stage_params))
@@ -293,10 +404,10 @@ def _tracked_run(stage: str, params: DeclaredParams, system_metrics: bool) -> It
     finally:
         tracker.end_run(status)
         if tracker.active:
-            tracker.guard("extend the pipeline run", lambda: _extend_parent(parent_id, status))
+            tracker.guard("extend the pipeline run", lambda: extend_parent(parent_id, status))
 
 
-def _extend_parent(parent_id: str, status: str) -> None:
+def extend_parent(parent_id: str, status: str) -> None:
     """Move the pipeline run's end to now, so MLflow shows first stage start to last stage end.
 
     The run stays terminated between stages (a killed pipeline leaves no run RUNNING for ever);
@@ -316,48 +427,75 @@ def _experiment_tag() -> dict[str, str]:
 
 
 def _connect(uri: str, experiment_name: str, params: Params) -> tuple[str, str]:
-    """Set the store up (once, under a lock) and return (experiment id, parent run id)."""
+    """Set the store up (once, under a lock) and return (experiment id, parent run id): the run of this pipeline
+    execution, created by its first stage."""
     import mlflow
+
+    with _store_lock(uri):
+        experiment_id = connect_experiment(uri, experiment_name)
+        client = mlflow.MlflowClient()
+        execution = pipeline_execution_id()
+        found = client.search_runs([experiment_id], filter_string=f"tags.{PIPELINE_TAG} = '{execution}'",
+                                   max_results=1)
+        if found:
+            return experiment_id, found[0].info.run_id
+        return experiment_id, create_pipeline_run(experiment_id, params, execution)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """A brand-new SQLite store created by two processes at once can be corrupted: serialise setting it up."""
     from filelock import FileLock
 
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    with FileLock(str(Path(uri.removeprefix("sqlite:///")).with_suffix(".db.lock"))):
+        yield
+
+
+def connect_experiment(uri: str, experiment_name: str) -> str:
+    """Point mlflow at ``uri`` and return the id of the experiment ``experiment_name``, created if need be (tagged as
+    model development; artifacts beside a SQLite store). A store that does not answer fails at once: no retries."""
+    import mlflow
+
     mlflow.set_tracking_uri(uri)
-    lock = contextlib.nullcontext()
-    if uri.startswith("sqlite:///"):
-        # A brand-new SQLite store created by two processes at once can be corrupted: serialise.
-        lock = FileLock(str(Path(uri.removeprefix("sqlite:///")).with_suffix(".db.lock")))
     saved = {key: os.environ.get(key) for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"})
     try:
-        with lock:
-            client = mlflow.MlflowClient()
-            experiment = client.get_experiment_by_name(experiment_name)
-            if experiment is None:
-                artifacts = (repository_root() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
-                experiment_id = client.create_experiment(experiment_name, artifact_location=artifacts,
-                                                         tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-            else:
-                experiment_id = experiment.experiment_id
-                if _kind_unset(experiment.tags.get(EXPERIMENT_KIND_TAG)):
-                    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-            execution = pipeline_execution_id()
-            found = client.search_runs([experiment_id], filter_string=f"tags.{PIPELINE_TAG} = '{execution}'",
-                                       max_results=1)
-            if found:
-                return experiment_id, found[0].info.run_id
-            name = os.environ.get("DVC_EXP_NAME") or "pipeline"
-            parent = client.create_run(experiment_id, run_name=name, tags={
-                PIPELINE_TAG: execution, "stage": "pipeline", "params_hash": params_hash(section_dict(params)),
-                **git_state(), **_experiment_tag()})
-            client.log_batch(parent.info.run_id, params=[
-                mlflow.entities.Param(key, str(value)) for key, value in flatten(section_dict(params)).items()])
-            client.set_terminated(parent.info.run_id, end_time=parent.info.start_time)  # see _extend_parent
-            return experiment_id, parent.info.run_id
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment_by_name(experiment_name)
+        if experiment is None:
+            artifacts = (repository_root() / "mlartifacts").as_uri() if uri.startswith("sqlite") else None
+            return client.create_experiment(experiment_name, artifact_location=artifacts,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        if _kind_unset(experiment.tags.get(EXPERIMENT_KIND_TAG)):
+            client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return experiment.experiment_id
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def create_pipeline_run(experiment_id: str, params: Params, execution: str, tags: dict[str, str] | None = None
+                        ) -> str:
+    """A pipeline execution's parent run (named after the DVC experiment, or ``pipeline``): all of params.yaml,
+    flattened, as params; terminated at once (see :func:`extend_parent`). Its id."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    name = os.environ.get("DVC_EXP_NAME") or "pipeline"
+    parent = client.create_run(experiment_id, run_name=name, tags={
+        PIPELINE_TAG: execution, "stage": "pipeline", "params_hash": params_hash(section_dict(params)),
+        **git_state(), **_experiment_tag(), **(tags or {})})
+    flat = [mlflow.entities.Param(key, str(value)) for key, value in flatten(section_dict(params)).items()]
+    for start in range(0, len(flat), 100):  # MLflow takes at most 100 params a batch
+        client.log_batch(parent.info.run_id, params=flat[start:start + 100])
+    client.set_terminated(parent.info.run_id, end_time=parent.info.start_time)
+    return parent.info.run_id
 
 
 def _kind_unset(kind: str | None) -> bool:
@@ -367,8 +505,8 @@ def _kind_unset(kind: str | None) -> bool:
 
 @contextlib.contextmanager
 def fail_fast_http() -> Iterator[None]:
-    """MLflow's HTTP settings for a stage (and tools/register_if_missing.py): two quick retries and a 10 s
-    timeout, unless set by the user.
+    """MLflow's HTTP settings for a stage (and tools/mirror.py): two quick retries and a 10 s timeout, unless set
+    by the user.
 
     MLflow reads them at every request. Its defaults (7 retries with exponential backoff, 120 s
     timeout) would stall the stage for minutes at each call once a tracking server has died.

@@ -75,15 +75,22 @@ def write_curves(runs: dict[str, list[dict]], seeds: list[int], directory: Path)
 
 
 def flat_metrics(summary: dict) -> dict[str, float]:
-    """compare's numbers as MLflow metrics: per-arm means, differences, the curve's points."""
+    """compare's numbers as MLflow metrics, so its run shows the study's answer (MLflow cannot group seeds or draw
+    intervals): per-arm means and, on the full set, their 95% interval (``spt_accuracy_low``, ``_high``); each
+    difference and its interval (``spt_minus_tapt_accuracy``, ``_low``, ``_high``); the curve's points."""
     flat = {f"{v}_{k}": value for v, row in {**summary["variants"], **summary["floors"]}.items()
             for k, value in row.items() if isinstance(value, float)}
-    flat.update({f"{name}_{m}": d[m]["diff"] for name, d in summary["differences"].items() for m in d})
-    flat.update({f"{name}_{m}_p_holm": d[m]["p_holm"] for name, d in summary["differences"].items() for m in d})
+    for name, difference in summary["differences"].items():
+        for metric, interval in difference.items():
+            flat.update({f"{name}_{metric}": interval["diff"], f"{name}_{metric}_low": interval["low"],
+                         f"{name}_{metric}_high": interval["high"], f"{name}_{metric}_p_holm": interval["p_holm"]})
     for point in summary["label_budget"]["points"]:  # budget_8_spt_accuracy, budget_all_spt_minus_best_other_...
         key = f"budget_{point['n_per_class'] or 'all'}"
         flat.update({f"{key}_{name}_accuracy": row["accuracy"]["mean"] for name, row in point["scores"].items()})
         flat[f"{key}_spt_minus_best_other_accuracy"] = point["spt_minus_best_other"]["accuracy"]["diff"]
+        if point["n_per_class"] is None:  # the full set: the study's runs, every arm's and floor's interval
+            flat.update({f"{name}_{metric}_{bound}": row[metric][bound] for name, row in point["scores"].items()
+                         for metric in ("accuracy", "macro_f1") for bound in ("low", "high")})
     return flat
 
 
@@ -139,6 +146,7 @@ def main(params) -> None:
             summary["varied_by_seed"] = [*VARIED_BY_SEED, "study_sweep_pretrain", "study_sweep_finetune"]
         # 4. write the outputs DVC tracks, then what MLflow shows
         write_json(paths.metrics_file(STAGE), summary)
+        tracker.wrote_metrics(paths.metrics_file(STAGE))
         with atomic_output(paths.REPORT) as staging:
             staging.write_text(report(summary), encoding="utf-8")
         with atomic_output(FIGURE) as staging:

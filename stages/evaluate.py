@@ -105,7 +105,7 @@ def main(params, run=None) -> None:
     name = name_of(run)
     configure_runtime(params.runtime, params.seed)
     model_dir = paths.model_dir(MODEL, name)
-    with tracked_run(STAGE, params) as tracker:
+    with tracked_run(STAGE, params, study_run=name) as tracker:
         model_hash = verify_checkpoint(model_dir, MODEL if run is None else None)
         tracker.set_tags({"input_checkpoint_sha256": model_hash, **study_tags(run)})
         test = datasets.load_from_disk(str(paths.LABELED))["test"]
@@ -117,6 +117,7 @@ def main(params, run=None) -> None:
         report = classification_report(labels, logits, label_names, params.evaluate.ece_bins)
         report["test_examples"] = len(test)
         write_json(paths.metrics_file(STAGE, name), report)
+        tracker.wrote_metrics(paths.metrics_file(STAGE, name))
         write_plots(report, labels, logits.argmax(axis=1), label_names, paths.plots_dir(STAGE, name))
         headline = {key: report[key] for key in ("accuracy", "macro_f1", "ece")}
         tracker.log_metrics(headline)
@@ -168,7 +169,7 @@ def evaluate_floor(params, run) -> None:
     from study.floors import choose_and_predict
 
     floor, name = run.arm, run.name
-    with tracked_run(STAGE, params) as tracker:
+    with tracked_run(STAGE, params, study_run=name) as tracker:
         tracker.set_tags(run.tags())
         labeled = load_labeled(run.labeled)
         test = labeled["test"]
@@ -178,6 +179,7 @@ def evaluate_floor(params, run) -> None:
         features, provenance = floor_features(params, floor, labeled)
         if features is None:
             write_json(paths.metrics_file(STAGE, name), {"floor": floor, **provenance})
+            tracker.wrote_metrics(paths.metrics_file(STAGE, name))
             write_plots({"per_class": {}}, np.zeros(0, dtype=int), np.zeros(0, dtype=int), label_names,
                         paths.plots_dir(STAGE, name))
             tracker.set_tags({"skipped": provenance["skipped"]})
@@ -192,6 +194,7 @@ def evaluate_floor(params, run) -> None:
                       validation_macro_f1={f"{c:g}": score for c, score in fit.validation_macro_f1.items()},
                       **provenance)
         write_json(paths.metrics_file(STAGE, name), report)
+        tracker.wrote_metrics(paths.metrics_file(STAGE, name))
         write_plots(report, labels, fit.test_log_probabilities.argmax(axis=1), label_names,
                     paths.plots_dir(STAGE, name))
         tracker.log_metrics({**{key: report[key] for key in ("accuracy", "macro_f1", "ece")}, "c": fit.c})
@@ -204,27 +207,13 @@ def log_figures_and_model(tracker, report: dict, label_names: list[str], model_d
     if not tracker.active:
         return
     from spt.figures import confusion_matrix
+    from spt.tracking import log_classifier
 
     with tempfile.TemporaryDirectory() as scratch:
         tracker.log_artifact(confusion_matrix(report["confusion_matrix"], label_names, "test set",
                                               Path(scratch) / "confusion_matrix.png"), "plots")
 
-    def log_model() -> None:
-        import mlflow
-        import torch
-        import transformers
-
-        # an absolute path: a relative one such as models/finetune looks like a Hub id, and MLflow
-        # would spend a minute of retries fetching its model card from the Hub when offline
-        classifier = transformers.pipeline("text-classification", model=str(model_dir.resolve()), device="cpu")
-        mlflow.transformers.log_model(
-            classifier, name="model", task="text-classification",
-            registered_model_name=params.tracking.registered_model,
-            # listing them skips MLflow's slow requirement inference (it imports the model anew)
-            pip_requirements=[f"transformers=={transformers.__version__}",
-                              f"torch=={torch.__version__.split('+')[0]}"])
-
-    tracker.guard("log_model", log_model)
+    tracker.guard("log_model", lambda: log_classifier(model_dir, params.tracking.registered_model))
 
 
 if __name__ == "__main__":

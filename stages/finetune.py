@@ -92,7 +92,7 @@ def main(params, run=None) -> None:
     cfg, init_dir = finetune_settings(params, run, lambda: [len(ids) for ids in load_labeled(labeled)["train"]
                                                             ["input_ids"]])
     configure_runtime(params.runtime, seed)
-    with tracked_run(STAGE, params, system_metrics=True) as tracker:
+    with tracked_run(STAGE, params, system_metrics=True, study_run=name_of(run)) as tracker:
         # spt's and tapt's own pretraining is a matrix stage's output: plain `dvc repro` reruns it when it changed
         init_hash = verify_checkpoint(init_dir, None if run is not None and run.arm in PRETRAINED_ARMS
                                       else cfg.init_from)

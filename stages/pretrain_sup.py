@@ -125,7 +125,7 @@ def main(params, run=None) -> None:
     labeled_dir = paths.LABELED if run is None else run.labeled
     curve_point = run is not None and run.labels_per_class is not None
     configure_runtime(params.runtime, seed)
-    with tracked_run(STAGE, params, system_metrics=True) as tracker:
+    with tracked_run(STAGE, params, system_metrics=True, study_run=name_of(run)) as tracker:
         init_hash = verify_checkpoint(paths.model_dir(INIT), INIT)
         label_map = json.loads(paths.LABEL_MAP.read_text())
         tokenizer = AutoTokenizer.from_pretrained(str(paths.TOKENIZER))

@@ -10,12 +10,21 @@ module (study/sweep.py, study/curve.py), plus its flag in stages/cli.py.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from spt import paths
+from study.arms import ARMS, FLOOR_ARMS
 from study.curve import labels_dir
 from study.sweep import Setting
+
+# Run.name's grammar, read back: the arm, then a point of the curve (-n<N>) or a setting of the sweep
+# (-<weighting>-l<lambda>), then the seed. Arms and weightings are words; lambda is a number as params.yaml wrote it
+# (1, 0.5, 1e-05).
+NAME = re.compile(r"(?P<arm>[a-z_]+)"
+                  r"(?:-n(?P<labels_per_class>[0-9]+)|-(?P<weighting>[a-z_]+)-l(?P<lambda_>[0-9][0-9.e+-]*?))?"
+                  r"(?:-(?P<seed>[0-9]+))?")
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,22 @@ class Run:
         if self.setting is not None:
             return f"{self.arm}-{self.setting.tag}-{self.seed}"
         return self.arm if self.seed is None else f"{self.arm}-{self.seed}"
+
+    @classmethod
+    def from_name(cls, name: str) -> Run:
+        """The run ``name`` names (the inverse of :attr:`name`), e.g. read from an output path
+        (metrics/study/<name>/...). ValueError when it names none."""
+        match = NAME.fullmatch(name)
+        if match is None or match["arm"] not in ARMS + FLOOR_ARMS:
+            raise ValueError(f"'{name}' names no study run: expected <arm>, <arm>-<seed>, <arm>-n<labels per "
+                             "class>-<seed> or spt-<weighting>-l<lambda>-<seed>, with an arm of "
+                             f"{', '.join(ARMS + FLOOR_ARMS)}")
+        setting = None
+        if match["weighting"] is not None:
+            text = match["lambda_"]
+            setting = Setting(match["weighting"], int(text) if text.isdigit() else float(text))
+        return cls(match["arm"], None if match["seed"] is None else int(match["seed"]), setting,
+                   None if match["labels_per_class"] is None else int(match["labels_per_class"]))
 
     @property
     def labeled(self) -> Path:

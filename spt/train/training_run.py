@@ -73,6 +73,7 @@ def finish_training(run: TrainingRun, trainer: Any, tokenizer: Any, metrics: dic
                          "data_sha256": run.inputs["data"]},
                         state_dict=weights)
         write_json(paths.metrics_file(run.stage, run.study_run), metrics)
+        run.tracker.wrote_metrics(paths.metrics_file(run.stage, run.study_run))
         run.history.write_plots(paths.plots_dir(run.stage, run.study_run), plots)
         run.history.log_figures(run.stage, plots)
         clear_checkpoints(run.checkpoints)
@@ -100,7 +101,7 @@ def reuse_identical_run(run: TrainingRun, twins: tuple[str, ...] = ()) -> bool:
     """A study run identical to the main chain's run of its stage (same params, seed and inputs, so the
     same fingerprint) copies the main chain's outputs instead of training again; so does one identical to
     a study run named in ``twins`` that is already there (a setting of the sweep equal to the spt arm's
-    own is the spt arm's run). True if it copied.
+    own is the spt arm's run). True if it copied. Its MLflow run logs the copied metrics, tagged ``reused_from``.
 
     Under torchrun every process decides the same; only rank 0 copies.
     """
@@ -121,7 +122,10 @@ def reuse_identical_run(run: TrainingRun, twins: tuple[str, ...] = ()) -> bool:
             with atomic_output(paths.timing_file(run.stage, run.study_run)) as staging:
                 shutil.copyfile(paths.timing_file(run.stage, source), staging)
         resumable_checkpoint(run.checkpoints, run.fingerprint)  # as a trained run leaves it
+        copied = paths.metrics_file(run.stage, run.study_run)
         run.tracker.set_tags({"reused_from": str(paths.model_dir(run.stage, source))})
+        run.tracker.wrote_metrics(copied)
+        run.tracker.log_metrics(scalar_metrics(json.loads(copied.read_text())))
     return True
 
 

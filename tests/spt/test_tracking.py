@@ -1,16 +1,24 @@
-"""MLflow in-process, on a throw-away SQLite store: the pipeline run, stage runs, dataset inputs, registration.
+"""MLflow in-process, on a throw-away SQLite store: the pipeline run, stage runs, their names, dataset inputs; the
+git state runs record.
 
 A real tracking server, an unreachable one and DVC temp experiments: tests/e2e/test_tracking_server.py."""
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from spt.config import DeclaredParams, load_params
-from spt.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, flatten, tracked_run
+from spt.tracking import (
+    DVC_STAGE_TAG,
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    changed_paths,
+    flatten,
+    git_state,
+    tracked_run,
+)
 from tools.sandbox import TINY_PARAMS
 
 
@@ -136,19 +144,74 @@ def test_list_metrics_reach_mlflow_as_one_metric_per_element():
         "steps": 50, "flops": 1.5e12, "learned_log_variance_0": 1.9, "learned_log_variance_1": -0.4}
 
 
-def test_make_repro_registers_the_classifier_when_dvc_skipped_evaluate(store, monkeypatch):
-    """A fresh clone reproduces the committed evaluate outputs, so DVC skips evaluate and nothing is registered:
-    tools/register_if_missing.py then runs evaluate once (only then: a store with a version is left alone)."""
-    from tools import register_if_missing
+def test_a_stage_run_is_named_after_its_stage_and_study_run(store, monkeypatch):
+    """Four runs named finetune told nothing apart; the run also records the DVC stage it ran as (tools/mirror.py)."""
+    import mlflow
 
-    client, _ = store
-    Path("params.yaml").write_text(TINY_PARAMS.read_text())
-    calls = []
-    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command[1:]) or 0)
-    assert register_if_missing.main([]) == 0
-    assert calls == [["repro", "--force", "--single-item", "evaluate"]]
+    client, params = store
+    monkeypatch.setenv("DVC_STAGE", "dvc.yaml:study_matched@baseline_flops-42")
+    with tracked_run("finetune", DeclaredParams(params, ["seed"], "finetune"), study_run="baseline_flops-42"):
+        study = mlflow.active_run().info.run_id
+    monkeypatch.delenv("DVC_STAGE")
+    with tracked_run("finetune", DeclaredParams(params, ["seed"], "finetune")):
+        main = mlflow.active_run().info.run_id
+    assert client.get_run(study).info.run_name == "finetune · baseline_flops-42"
+    assert client.get_run(study).data.tags[DVC_STAGE_TAG] == "study_matched@baseline_flops-42"
+    assert client.get_run(main).info.run_name == "finetune"
+    assert DVC_STAGE_TAG not in client.get_run(main).data.tags  # run by hand: no DVC stage to key
 
-    client.create_registered_model("spt-classifier")
-    client.create_model_version("spt-classifier", source=(Path.cwd() / "model").as_uri())
-    assert register_if_missing.main([]) == 0
-    assert len(calls) == 1
+
+# --------------------------------------------------------------------------------------------
+# git_dirty: code or params differ from the commit, not DVC rewriting the pipeline's outputs
+
+DVC_YAML = """stages:
+  train:
+    cmd: python train.py
+    outs:
+      - models/train
+      - metrics/train.json:
+          cache: false
+  study:
+    matrix: {arm: [a, b]}
+    cmd: python train.py --arm ${item.arm}
+    outs:
+      - metrics/study/${item.arm}/train.json:
+          cache: false
+"""
+
+
+@pytest.fixture
+def git_repo(tmp_path, monkeypatch):
+    from tools.sandbox import git
+
+    files = {"dvc.yaml": DVC_YAML, "dvc.lock": "schema: '2.0'\n", "params.yaml": "rate: 1\n", "train.py": "pass\n",
+             "metrics/train.json": "{}", "metrics/study/a/train.json": "{}", "metrics/.gitignore": "/x\n"}
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "pipeline")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    return tmp_path
+
+
+def test_git_dirty_ignores_outputs_dvc_rewrites(git_repo):
+    assert git_state()["git_dirty"] == "false"
+    for name in ("metrics/train.json", "metrics/study/a/train.json", "dvc.lock", "metrics/.gitignore"):
+        (git_repo / name).write_text("rewritten by the pipeline\n")
+    (git_repo / "metrics/study/a/train.json").unlink()  # DVC removes an output before its stage runs
+    state = git_state()
+    assert state["git_dirty"] == "false" and len(state["git_commit"]) == 40
+
+
+@pytest.mark.parametrize("changed", ["train.py", "params.yaml", "dvc.yaml"])
+def test_git_dirty_when_code_or_params_changed(git_repo, changed):
+    (git_repo / "metrics/train.json").write_text("rewritten by the pipeline\n")
+    (git_repo / changed).write_text((git_repo / changed).read_text() + "# changed\n")
+    assert git_state()["git_dirty"] == "true"
+
+
+def test_renamed_files_count_by_both_names():
+    assert changed_paths("R  new.py\0old.py\0 M metrics/a.json\0") == ["new.py", "old.py", "metrics/a.json"]

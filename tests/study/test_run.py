@@ -4,6 +4,7 @@ arm, with the params of its kind of stage, and writes where the run's name says.
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 
 from spt import paths
@@ -93,6 +94,20 @@ def test_sweep_run_names_are_path_safe_and_never_an_arms():
     assert len(names_) == 4 * 5 and all(re.fullmatch(r"[A-Za-z0-9_.+-]+", name) for name in names_)
     arm_runs = {Run(arm, 42).name for arm in ARMS} | {Run(floor).name for floor in FLOOR_ARMS}
     assert len(arm_runs) == len(ARMS) + len(FLOOR_ARMS) and not names_ & arm_runs
+
+
+def test_a_name_reads_back_as_its_run():
+    """tools/mirror.py reads the run from an output path (metrics/study/<name>/...) to tag a run DVC skipped."""
+    runs = [Run("spt", 42), Run("baseline_flops", 7), Run("tfidf"), Run("embeddings", 3, labels_per_class=8),
+            Run("baseline_matched", 7, labels_per_class=16),
+            *(Run("spt", 42, Setting(weighting, lambda_)) for weighting in WEIGHTINGS
+              for lambda_ in (2, 2.0, 0.3, 1e-05, 1.5e20))]
+    for run in runs:
+        back = Run.from_name(run.name)
+        assert back == run and back.name == run.name and back.tags() == run.tags()
+    for name in ("bert-42", "spt-", "spt-42-x", "spt-fixed-42"):
+        with pytest.raises(ValueError, match="names no study run"):
+            Run.from_name(name)
 
 
 # --------------------------------------------------------------------------------------------

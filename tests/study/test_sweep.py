@@ -187,6 +187,7 @@ def test_each_candidate_is_a_child_run_of_compare(study, monkeypatch):
 def test_a_setting_equal_to_the_spt_arms_copies_its_run(tmp_path, monkeypatch):
     """A setting of the sweep with pretrain_sup's own weighting and lambda trains what the spt arm's run of its seed
     trained (same fingerprint): when that run is there, it is copied, not trained again."""
+    from spt.tracking import file_md5
     from spt.train.checkpoints import PROVENANCE_FILE
     from spt.train.training_run import TrainingRun, reuse_identical_run
 
@@ -194,9 +195,11 @@ def test_a_setting_equal_to_the_spt_arms_copies_its_run(tmp_path, monkeypatch):
     twin = "spt-43"
     write_json(paths.model_dir("pretrain_sup", twin) / PROVENANCE_FILE, {"fingerprint": "abc"})
     (paths.model_dir("pretrain_sup", twin) / "model.safetensors").write_bytes(b"weights")
-    write_json(paths.metrics_file("pretrain_sup", twin), {"steps": 6})
+    write_json(paths.metrics_file("pretrain_sup", twin), {"steps": 6, "learned_log_variance": [0.5, -0.5]})
     write_json(paths.plots_dir("pretrain_sup", twin) / "loss.json", {})
-    tracker = SimpleNamespace(set_tags=lambda tags: None)
+    logged = {"tags": {}, "metrics": {}}
+    tracker = SimpleNamespace(set_tags=logged["tags"].update, log_metrics=logged["metrics"].update,
+                              wrote_metrics=lambda path: logged["tags"].update(metrics_md5=file_md5(path)))
 
     def run(fingerprint: str) -> TrainingRun:
         return TrainingRun("pretrain_sup", "spt-fixed-l1-43", tracker, {}, fingerprint, None)
@@ -206,7 +209,11 @@ def test_a_setting_equal_to_the_spt_arms_copies_its_run(tmp_path, monkeypatch):
     assert reuse_identical_run(run("abc"), (twin,))
     copy = paths.model_dir("pretrain_sup", "spt-fixed-l1-43")
     assert (copy / "model.safetensors").read_bytes() == b"weights"
-    assert json.loads(paths.metrics_file("pretrain_sup", "spt-fixed-l1-43").read_text()) == {"steps": 6}
+    copied = paths.metrics_file("pretrain_sup", "spt-fixed-l1-43")
+    assert json.loads(copied.read_text()) == {"steps": 6, "learned_log_variance": [0.5, -0.5]}
+    # its MLflow run carries what it copied: the metrics, where from, the copied file's md5 (tools/mirror.py)
+    assert logged == {"metrics": {"steps": 6, "learned_log_variance_0": 0.5, "learned_log_variance_1": -0.5},
+                      "tags": {"reused_from": "models/study/spt-43/pretrain_sup", "metrics_md5": file_md5(copied)}}
     assert (paths.checkpoint_dir("pretrain_sup", "spt-fixed-l1-43") / "fingerprint").read_text().strip() == "abc"
 
 
