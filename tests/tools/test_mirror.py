@@ -28,7 +28,7 @@ DVC_YAML = {"stages": {
 STAGES = ["finetune", "study_evaluate@spt-7", "study_evaluate@baseline_flops-7", "compare"]
 INTERVAL = {"mean": 0.8, "low": 0.7, "high": 0.9}
 SUMMARY = {"variants": {"spt": {"accuracy_mean": 0.8, "macro_f1_mean": 0.78}}, "floors": {},
-           "differences": {"spt_minus_tapt": {"accuracy": {"diff": 0.02, "low": -0.01, "high": 0.05}}},
+           "differences": {"spt_minus_tapt": {"accuracy": {"diff": 0.02, "low": -0.01, "high": 0.05, "p_holm": 0.4}}},
            "label_budget": {"points": [{"n_per_class": None,
                                         "scores": {"spt": {"accuracy": INTERVAL, "macro_f1": INTERVAL}},
                                         "spt_minus_best_other": {"accuracy": {"diff": 0.01}}}]}}
@@ -136,6 +136,7 @@ def test_committed_metrics_are_the_numbers_of_the_metrics_file(pipeline):
     compare = mirror.committed_metrics(stages["compare"], root)
     assert compare["spt_accuracy_low"] == 0.7 and compare["spt_accuracy_high"] == 0.9
     assert compare["spt_minus_tapt_accuracy"] == 0.02 and compare["spt_minus_tapt_accuracy_low"] == -0.01
+    assert compare["spt_minus_tapt_accuracy_p_holm"] == 0.4
 
 
 def test_locked_stages_are_those_dvc_yaml_defines(pipeline):
