@@ -270,7 +270,7 @@ def test_a_label_budget_curve_trains_every_arm_per_budget(own_repo):
     ran = ran_stages(run_command(own_repo, "dvc", "repro").stdout)
     budget = [f"study_budget_prepare@{n}-7" for n in (3, 6)] + [
         f"{stage}@{arm}-{n}-7" for n in (3, 6) for stage, arms in (
-            ("study_budget_pretrain", ARMS[:2]), ("study_budget_finetune", ARMS[:2]),
+            ("study_budget_pretrain", ["spt"]), ("study_budget_tapt", ["tapt"]), ("study_budget_finetune", ARMS[:2]),
             ("study_budget_baseline", ARMS[2:3]), ("study_budget_evaluate", ARMS[:3]),
             ("study_budget_floors", ["tfidf", "embeddings"]))
         for arm in arms]
