@@ -47,6 +47,9 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 # pretrain_sup.weighting: how L_mlm and L_supervised are weighed (spt/train/losses.py); study.weightings sweeps it
 Weighting = Literal["fixed", "normalized", "uncertainty", "gradcos"]
 WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
+# keys renamed since (issue 21), so an old params.yaml or `dvc exp run -S` flag is told the new name, not a guess
+RENAMED = {"study.n_per_class": "study.labels_per_class", "study.true_few_shot": "study.cap_validation",
+           "floors.variants": "floors.arms"}
 
 
 class ConfigError(UserError):
@@ -338,7 +341,7 @@ class FloorsConfig(Section):
     """The floors that need no pretraining (study_floors: TF-IDF and frozen source embeddings, each with
     logistic regression; see study/floors.py)."""
 
-    variants: list[Literal["tfidf", "embeddings"]] = Field(
+    arms: list[Literal["tfidf", "embeddings"]] = Field(
         default_factory=lambda: ["tfidf"],
         description="the floors study_floors runs and compare reports; [] runs none")
     c_grid: list[Annotated[float, Field(gt=0)]] = Field(
@@ -346,7 +349,7 @@ class FloorsConfig(Section):
         description="inverse regularisation strengths C tried; each is fitted on train and the best validation "
         "macro-F1 wins (ties: the first listed)")
 
-    _distinct = field_validator("variants", "c_grid")(distinct_values)
+    _distinct = field_validator("arms", "c_grid")(distinct_values)
 
 
 class StudyConfig(Section):
@@ -378,21 +381,22 @@ class StudyConfig(Section):
         default_factory=list,
         description="the sweep's lambda axis (with study.weightings): distinct positive numbers; [] with "
         "weightings []: no sweep")
-    n_per_class: list[PositiveInt] = Field(
+    labels_per_class: list[PositiveInt] = Field(
         default_factory=list,
         description="the label-budget curve: for each number, every arm and floor trains once per seed on that many "
         "training labels per class (the other train texts stay masked-LM text); the full set is always the curve's "
         "last point (the study's own runs). []: no curve but that point")
-    true_few_shot: bool = Field(
+    cap_validation: bool = Field(
         False, description="the label-budget curve: cap validation to the budget per class too (what a user with "
         "that few labels would have to choose with)")
     labeled_share: Annotated[float, Field(gt=0, le=1)] = Field(
         0.5, description="the label-budget curve: share of pretrain_sup's examples (spt and tapt alike) that are the "
         "budget's labeled texts, cycled; the rest are the other train texts without their labels (1: labeled only)")
 
-    _distinct = field_validator("seeds", "matched_baselines", "weightings", "lambdas", "n_per_class")(distinct_values)
+    _distinct = field_validator("seeds", "matched_baselines", "weightings", "lambdas",
+                                "labels_per_class")(distinct_values)
 
-    @field_validator("n_per_class", mode="before")
+    @field_validator("labels_per_class", mode="before")
     @classmethod
     def _no_null_budget(cls, values: Any) -> Any:
         if isinstance(values, list) and any(value is None for value in values):
@@ -559,6 +563,8 @@ def _describe(error: dict[str, Any]) -> str:
     if not key:  # a check across sections (Params): the message names its keys
         return error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
+        if key in RENAMED:
+            return f"{key}: unknown key; renamed to {RENAMED[key]}"
         known = _known_keys(error["loc"][:-1])
         hint = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
         suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; known keys: {', '.join(known)}"

@@ -59,7 +59,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, module: str) -> None:
     sweep.add_argument("--lambda", dest="lambda_", type=sweep_lambda, metavar="LAMBDA",
                        help="pretrain_sup.lambda for this run: a positive number, as written in study.lambdas")
     parser.add_argument("--n-per-class", dest="labels_per_class", type=positive_int, metavar="N",
-                        help="a point of the labels-per-class curve (study.n_per_class): train on the labels of "
+                        help="a point of the labels-per-class curve (study.labels_per_class): train on the labels of "
                         "data/budgets/n<N>-<seed>, N per class, and write under <arm>-n<N>-<seed>")
 
 
@@ -103,8 +103,8 @@ def run_stage(doc: str, body: Callable[..., None], module: str, argv: list[str] 
         add_study_arguments(parser, module)
     if draws_labels:
         parser.add_argument("--n-per-class", dest="labels_per_class", type=positive_int, metavar="N",
-                            help="draw N training labels per class for the labels-per-class curve (study.n_per_class) "
-                            "into data/budgets/n<N>-<seed>")
+                            help="draw N training labels per class for the labels-per-class curve "
+                            "(study.labels_per_class) into data/budgets/n<N>-<seed>")
         parser.add_argument("--seed", type=int, help="the point's seed: which labels are drawn (with --n-per-class)")
     args = parser.parse_args(argv)
     if draws_labels and (args.labels_per_class is None) != (args.seed is None):

@@ -8,13 +8,13 @@ Reads:  for every arm and seed of the study, metrics/study/<arm>-<seed>/evaluate
         With a sweep (study.weightings x study.lambdas), first metrics/study/<run>/finetune.json of every
         candidate setting and seed (the best validation macro-F1), and nothing else of them; the chosen
         setting's runs are then read as spt's above. No test output of another candidate is opened.
-        With a label-budget curve (study.n_per_class), the same files of every arm's and floor's run per
+        With a label-budget curve (study.labels_per_class), the same files of every arm's and floor's run per
         budget and seed (<arm>-n<budget>-<seed>); reports/prepare.json (training labels per class).
 Writes: metrics/compare.json, reports/compare.md, reports/compare.png (the curves; with a sweep, a panel
         of validation macro-F1 against lambda), reports/label_budget.png (test accuracy against labels per
         class, every arm and floor, and SPT minus the best other; the full set alone without budgets),
         plots/compare/validation_macro_f1.csv.
-Params: seed, study, floors.variants (the floors to report), pretrain_sup.weighting and
+Params: seed, study, floors.arms (the floors to report), pretrain_sup.weighting and
         pretrain_sup.lambda (the spt arm's own setting: always a candidate of the sweep).
 
 Arms (all start from the shared pretrain_unsup checkpoint): spt (pretrain_sup, then finetune),
@@ -40,7 +40,7 @@ arm is, per seed. The one with the highest mean over seeds of finetune's best va
 wins (ties: the spt arm's own setting, then the order listed) and its runs stand in as spt everywhere
 in the report. The choice is made, and written down, before any test output is read.
 
-The label-budget curve (study.n_per_class, study_budget_*): per budget, the arms and floors trained on
+The label-budget curve (study.labels_per_class, study_budget_*): per budget, the arms and floors trained on
 that many labels per class (pretrain_sup's own setting: the sweep does not run per budget), then the full
 set (the study's runs). Per point: each one's test accuracy and macro-F1 with seed-level intervals, the
 best other arm or floor by validation macro-F1 (mean over seeds) and SPT minus it, and SPT minus each.
@@ -66,7 +66,7 @@ def write_curves(runs: dict[str, list[dict]], seeds: list[int], directory: Path)
         staging.mkdir()
         with open(staging / "validation_macro_f1.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["variant", "seed", "finetune_step", "step", "flops", "val_macro_f1"])
+            writer.writerow(["arm", "seed", "finetune_step", "step", "flops", "val_macro_f1"])
             for arm in runs:
                 for seed, run in zip(seeds, runs[arm], strict=True):
                     for point in zip(run["steps"], run["total_steps"], run["total_flops"], run["val_macro_f1"],
@@ -78,17 +78,17 @@ def flat_metrics(summary: dict) -> dict[str, float]:
     """compare's numbers as MLflow metrics, so its run shows the study's answer (MLflow cannot group seeds or draw
     intervals): per-arm means and, on the full set, their 95% interval (``spt_accuracy_low``, ``_high``); each
     difference and its interval (``spt_minus_tapt_accuracy``, ``_low``, ``_high``); the curve's points."""
-    flat = {f"{v}_{k}": value for v, row in {**summary["variants"], **summary["floors"]}.items()
+    flat = {f"{name}_{k}": value for name, row in {**summary["arms"], **summary["floors"]}.items()
             for k, value in row.items() if isinstance(value, float)}
     for name, difference in summary["differences"].items():
         for metric, interval in difference.items():
             flat.update({f"{name}_{metric}": interval["diff"], f"{name}_{metric}_low": interval["low"],
                          f"{name}_{metric}_high": interval["high"], f"{name}_{metric}_p_holm": interval["p_holm"]})
     for point in summary["label_budget"]["points"]:  # budget_8_spt_accuracy, budget_all_spt_minus_best_other_...
-        key = f"budget_{point['n_per_class'] or 'all'}"
+        key = f"budget_{point['labels_per_class'] or 'all'}"
         flat.update({f"{key}_{name}_accuracy": row["accuracy"]["mean"] for name, row in point["scores"].items()})
         flat[f"{key}_spt_minus_best_other_accuracy"] = point["spt_minus_best_other"]["accuracy"]["diff"]
-        if point["n_per_class"] is None:  # the full set: the study's runs, every arm's and floor's interval
+        if point["labels_per_class"] is None:  # the full set: the study's runs, every arm's and floor's interval
             flat.update({f"{name}_{metric}_{bound}": row[metric][bound] for name, row in point["scores"].items()
                          for metric in ("accuracy", "macro_f1") for bound in ("low", "high")})
     return flat
@@ -130,9 +130,9 @@ def main(params) -> None:
             arm_runs["spt"] = [candidates[chosen].run(seed) for seed in study.seeds]
         # 2. read every arm's, floor's and curve point's runs
         runs = {arm: [read_run(run, arm in PRETRAINED_ARMS) for run in names] for arm, names in arm_runs.items()}
-        floors = {floor: read_floor(Run(floor).name) for floor in params.floors.variants}
-        points = {n: read_budget_runs(list(arm_runs), params.floors.variants, study.seeds, n)
-                  for n in study.n_per_class}
+        floors = {floor: read_floor(Run(floor).name) for floor in params.floors.arms}
+        points = {n: read_budget_runs(list(arm_runs), params.floors.arms, study.seeds, n)
+                  for n in study.labels_per_class}
         if not paths.DATA_REPORT.is_file():
             raise StudyError(f"{paths.DATA_REPORT} is missing (prepare writes it); run `dvc repro`")
         train_counts = json.loads(paths.DATA_REPORT.read_text())["class_balance"]["train"]

@@ -15,10 +15,11 @@ kept and the other train texts stay in the masked-LM corpus as unlabeled text; p
 caps validation to the same budget. Outputs appear only when complete.
 
 As a budget of the label-budget curve (`--n-per-class N --seed S`, the study_budget_prepare stage,
-study.n_per_class x study.seeds) it reads data/processed and writes data/budgets/nN-S/: N training labels
-per class drawn with seed S from the prepared train split (validation capped alike with
-study.true_few_shot), the other train rows as the split "unlabeled" (pretrain_sup's masked-LM text; their
-labels are never read), and budget.json saying what was drawn. The test split stays data/processed's.
+study.labels_per_class x study.seeds) it reads data/processed and writes data/budgets/nN-S/: N training
+labels per class drawn with seed S from the prepared train split (validation capped alike with
+study.cap_validation), the other train rows as the split "unlabeled" (pretrain_sup's masked-LM text;
+their labels are never read), and budget.json saying what was drawn. The test split stays
+data/processed's.
 """
 
 from __future__ import annotations

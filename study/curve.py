@@ -1,4 +1,4 @@
-"""The labels-per-class curve (study.n_per_class): every arm and floor trained per seed on that many training
+"""The labels-per-class curve (study.labels_per_class): every arm and floor trained per seed on that many training
 labels per class (drawn by prepare into data/budgets/n<N>-<seed>), the other train texts staying masked-LM text;
 compare scores each point against the best other recipe chosen on validation."""
 
@@ -37,7 +37,7 @@ def positive_int(text: str) -> int:
 
 def draw_labels(params, labels_per_class: int, seed: int) -> None:
     """data/budgets/n<labels_per_class>-<seed>: that many labels per class of the prepared train split (and
-    validation, with study.true_few_shot), drawn with ``seed``, and the other train rows ("unlabeled");
+    validation, with study.cap_validation), drawn with ``seed``, and the other train rows ("unlabeled");
     data/processed's row order is kept."""
     import datasets
     import pandas as pd
@@ -47,19 +47,19 @@ def draw_labels(params, labels_per_class: int, seed: int) -> None:
     from spt.outputs import atomic_output, write_json
 
     splits = datasets.load_from_disk(str(paths.LABELED))
-    names = ["train", "validation"] if params.study.true_few_shot else ["train"]
+    names = ["train", "validation"] if params.study.cap_validation else ["train"]
     kept = {name: list(range(len(splits[name]))) for name in ("train", "validation")}
     for name in names:
         frame = pd.DataFrame({"label": splits[name]["label"], "row": kept[name]})
         kept[name] = sample_per_class(frame, labels_per_class, seed, "training" if name == "train" else name,
-                                      "study.n_per_class", "study.true_few_shot")["row"].tolist()
+                                      "study.labels_per_class", "study.cap_validation")["row"].tolist()
     drawn = {name: splits[name].select(rows) for name, rows in kept.items()}
     rows = {name: {"rows": len(kept[name]), "of": len(splits[name])} for name in kept}
     # the train rows not drawn: their texts stay masked-LM text in pretrain_sup, their labels are not used
     labeled_rows = set(kept["train"])
     drawn["unlabeled"] = splits["train"].select([row for row in range(len(splits["train"])) if row not in labeled_rows])
     names = paths.label_names()
-    report = {"n_per_class": labels_per_class, "seed": seed, "true_few_shot": params.study.true_few_shot, **rows,
+    report = {"labels_per_class": labels_per_class, "seed": seed, "cap_validation": params.study.cap_validation, **rows,
               "unlabeled_train_texts": len(drawn["unlabeled"]),
               "class_balance": {name: {names[label]: count for label, count in
                                        sorted(pd.Series(part["label"]).value_counts().items())}
@@ -70,13 +70,15 @@ def draw_labels(params, labels_per_class: int, seed: int) -> None:
         write_json(staging / "budget.json", report)
 
 
-def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], n_per_class: int | None,
-                 labels_per_class: float, study, seed: int) -> dict:
+def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], labels_per_class: int | None,
+                 labels_per_class_realised: float, study, seed: int) -> dict:
     """One point of the label-budget curve: every arm's and floor's test scores with seed-level intervals
     (:func:`study.stats.score_interval`), the best other arm or floor chosen on validation (finetune's best
     validation macro-F1, mean over seeds; a floor's at its chosen C) and SPT minus each other
-    (:func:`study.stats.paired_difference`), SPT minus the best other first. ``n_per_class`` None: the full set.
-    Holm is applied over the whole curve (:func:`label_budget`)."""
+    (:func:`study.stats.paired_difference`), SPT minus the best other first. ``labels_per_class`` is the point
+    (None: the full set); ``labels_per_class_realised`` the training labels per class it trained on, mean over
+    classes (the budget itself, or the full set's mean: the point's place on the figure's x axis). Holm is applied
+    over the whole curve (:func:`label_budget`)."""
     from study.stats import paired_difference, score_interval
 
     names = sorted(set(runs["spt"][0]["actual"]))
@@ -99,7 +101,7 @@ def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], n_per_cla
     differences = {f"spt_minus_{other}": paired_difference(
         actual, predictions["spt"], predictions[other], len(names), study.bootstrap_samples, seed, VERDICT_LEVEL)
         for other in others}
-    return {"n_per_class": n_per_class, "labels_per_class": labels_per_class,
+    return {"labels_per_class": labels_per_class, "labels_per_class_realised": labels_per_class_realised,
             "scores": {name: {**score_interval(actual, predictions[name], len(names), study.bootstrap_samples, seed,
                                                VERDICT_LEVEL), "val_macro_f1_mean": validation[name],
                               "floor": name not in runs} for name in predictions},
@@ -110,26 +112,26 @@ def budget_point(runs: dict[str, list[dict]], floors: dict[str, dict], n_per_cla
             "best_other": best, "spt_minus_best_other": differences[f"spt_minus_{best}"], "differences": differences}
 
 
-def label_budget(full: tuple[dict, dict], budgets: dict[int, tuple[dict, dict]], train_per_class: float, study,
-                 seed: int) -> dict:
+def label_budget(full: tuple[dict, dict], budgets: dict[int, tuple[dict, dict]], full_set_labels_per_class: float,
+                 study, seed: int) -> dict:
     """The label-budget curve (metrics/compare.json ``label_budget``): one :func:`budget_point` per budget of
-    study.n_per_class, smallest first, then the full set (the study's own runs, ``full``). The curve's comparisons
+    study.labels_per_class, smallest first, then the full set (the study's own runs, ``full``). The curve's comparisons
     (every point's SPT minus each other, accuracy and macro-F1) are one family of their own: Holm-adjusted
     together, apart from the arm table's."""
     points = [budget_point(*budgets[n], n, float(n), study, seed) for n in sorted(budgets)]
-    points.append(budget_point(*full, None, train_per_class, study, seed))
+    points.append(budget_point(*full, None, full_set_labels_per_class, study, seed))
     family = [diff[metric] for point in points for diff in point["differences"].values() for metric in METRICS]
     adjust(family)
     return {"family": {"comparisons": len(family), "correction": "Holm",
                        "members": "every point's SPT − each other arm and floor, accuracy and macro-F1"},
             "criterion": "best other: the arm or floor (spt aside) with the highest validation macro-F1, mean over "
                          "seeds (finetune's kept checkpoint; a floor's at its chosen C); test scores are read after",
-            "true_few_shot": study.true_few_shot, "points": points}
+            "cap_validation": study.cap_validation, "points": points}
 
 
 def _budget_name(point: dict) -> str:
-    return f"{point['n_per_class']}" if point["n_per_class"] is not None else \
-        f"all (≈{point['labels_per_class']:.0f})"
+    return f"{point['labels_per_class']}" if point["labels_per_class"] is not None else \
+        f"all (≈{point['labels_per_class_realised']:.0f})"
 
 
 def budget_verdicts(curve: dict) -> list[str]:
@@ -174,12 +176,12 @@ def budget_verdicts(curve: dict) -> list[str]:
 def budget_report(curve: dict) -> list[str]:
     """The report's section on the label-budget curve: one row per budget, every arm and floor."""
     names = list(curve["points"][0]["scores"])
-    capped = "capped to the budget per class too (study.true_few_shot)" if curve["true_few_shot"] else \
-        "the full validation split (study.true_few_shot: false)"
+    capped = "capped to the budget per class too (study.cap_validation)" if curve["cap_validation"] else \
+        "the full validation split (study.cap_validation: false)"
     lines = [f"## {BUDGET_TITLE}", "",
-             "For each budget of study.n_per_class, every arm and floor trained per seed on that many training labels "
-             "per class, drawn per seed (data/budgets/n<N>-<seed>); the other training texts stayed masked-LM text. "
-             f"Validation: {capped}. The last row is the full set: the study's runs above. Cells: test accuracy, "
+             "For each budget of study.labels_per_class, every arm and floor trained per seed on that many training "
+             "labels per class, drawn per seed (data/budgets/n<N>-<seed>); the other training texts stayed masked-LM "
+             f"text. Validation: {capped}. The last row is the full set: the study's runs above. Cells: test accuracy, "
              "mean over seeds [95% interval at the seed level, as for the differences above: t over seeds plus the "
              "test noise they share; a floor of the full set, with no seed, and any one-seed point: test noise "
              "alone]. The best other recipe is chosen on validation macro-F1, before its test score is read. The "

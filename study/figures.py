@@ -21,10 +21,10 @@ def study_curves(runs: dict[str, list[dict]], path: Path, selection: dict | None
     """
     figure = Figure(figsize=(18 if selection else 12, 4.5))
     axes = figure.subplots(1, 3 if selection else 2, sharey=True)
-    for variant, variant_runs in runs.items():
-        color = f"C{ARMS.index(variant)}"  # an arm keeps its colour whichever arms ran
-        for index, run in enumerate(variant_runs):
-            label = variant if index == 0 else None
+    for arm, arm_runs in runs.items():
+        color = f"C{ARMS.index(arm)}"  # an arm keeps its colour whichever arms ran
+        for index, run in enumerate(arm_runs):
+            label = arm if index == 0 else None
             axes[0].plot(run["total_flops"], run["val_macro_f1"], color=color, alpha=0.8, marker=".", label=label)
             axes[1].plot(run["total_steps"], run["val_macro_f1"], color=color, alpha=0.8, marker=".", label=label)
             if run["pretraining_steps"]:
@@ -53,7 +53,7 @@ def budget_curve(curve: dict, path: Path) -> Path:
     class)."""
 
     points = curve["points"]
-    x = [point["labels_per_class"] for point in points]
+    x = [point["labels_per_class_realised"] for point in points]
     names = list(points[-1]["scores"])
     figure = Figure(figsize=(13, 4.8))
     left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
@@ -82,8 +82,8 @@ def budget_curve(curve: dict, path: Path) -> Path:
     right.legend(loc="lower right", fontsize="small")
     right.axhline(0, color="black", linewidth=0.8)
     right.margins(y=0.15)  # room for the labels above the intervals
-    ticks = [f"{point['n_per_class']}" if point["n_per_class"] is not None else
-             f"all\n(≈{point['labels_per_class']:.0f})" for point in points]
+    ticks = [f"{point['labels_per_class']}" if point["labels_per_class"] is not None else
+             f"all\n(≈{point['labels_per_class_realised']:.0f})" for point in points]
     for axis in (left, right):
         axis.set_xscale("log")
         axis.set_xticks(x, ticks)

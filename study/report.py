@@ -39,7 +39,7 @@ def fairness(summary: dict) -> list[str]:
                      "validation at its last step). Such a run was still improving when its budget ran out, so a "
                      "difference with it measures the budget, not the recipe.")
     stalled = [f"{arm} (seed {', '.join(map(str, row['seeds_not_learning']))})"
-               for arm, row in summary["variants"].items() if row["seeds_not_learning"]]
+               for arm, row in summary["arms"].items() if row["seeds_not_learning"]]
     if stalled:
         lines.append(f"**Not a fair comparison yet:** finetuning never improved on its untrained start in "
                      f"{', '.join(stalled)}: no validation after step 0 beat step 0, so within these finetuning steps "
@@ -49,7 +49,7 @@ def fairness(summary: dict) -> list[str]:
 
 
 def _compared(summary: dict) -> dict[str, str]:
-    return {**{arm: NAMES[arm] for arm in summary["variants"] if arm != "spt"},
+    return {**{arm: NAMES[arm] for arm in summary["arms"] if arm != "spt"},
             **{floor: FLOOR_NAMES[floor] for floor in summary["floors"]
                if f"spt_minus_{floor}" in summary["differences"]}}
 
@@ -143,7 +143,7 @@ def recommendation_report(summary: dict) -> list[str]:
         return [*lines, "None: no recipe has a validation score to choose the best by.", ""]
     provisional = ("Provisional: the comparison is not fair yet (see above), so this may change once every run has "
                    "converged. " if summary["not_converged"] or any(row["seeds_not_learning"]
-                                                                      for row in summary["variants"].values()) else "")
+                                                                      for row in summary["arms"].values()) else "")
     rule = ("The rule: among the arms, the one with the fewest training FLOPs that is not shown worse (Holm-adjusted, "
             "in accuracy or macro-F1, over this family: the best against each other recipe) than the best recipe on "
             f"validation macro-F1. The best on validation is **{best}** ({advice['val_macro_f1'][best] * 100:.2f}).")
@@ -159,7 +159,7 @@ def recommendation_report(summary: dict) -> list[str]:
     pick = advice["recommended"]
     if pick is None:
         return [*lines, f"{provisional}{rule} No arm: every arm is shown worse than the {best} floor.", ""]
-    flops = summary["variants"][pick]["training_flops"]
+    flops = summary["arms"][pick]["training_flops"]
     cheaper_worse = [arm for arm in arms[:arms.index(pick)] if advice["shown_worse"].get(arm)]
     text = f"{provisional}**{pick}** ({flops:.3g} training FLOPs). {rule} "
     if pick == best:
@@ -204,12 +204,12 @@ def report(summary: dict) -> str:
               "training FLOPs | best / last validation step | finetuning steps to target | total steps to target | "
               "FLOPs to target | reached target |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for variant, row in summary["variants"].items():
+    for arm, row in summary["arms"].items():
         validation = "–" if row["val_macro_f1_mean"] is None else f"{row['val_macro_f1_mean'] * 100:.2f}"
         converged = ", ".join(f"{best} / {last}" for best, last in row["best_and_last_validation_step"])
         if row["seeds_not_converged"]:
             converged += f" (not converged: seed {', '.join(map(str, row['seeds_not_converged']))})"
-        lines.append(f"| {variant} | {mean_std(row['accuracy_mean'], row['accuracy_std'])} | "
+        lines.append(f"| {arm} | {mean_std(row['accuracy_mean'], row['accuracy_std'])} | "
                      f"{mean_std(row['macro_f1_mean'], row['macro_f1_std'])} | {validation} | "
                      f"{row['pretraining_steps']} | {row['finetune_steps']:.0f} | {row['training_flops']:.3g} | "
                      f"{converged} | {cell(row['steps_to_target_finetune'])} | {cell(row['steps_to_target_total'])} | "
@@ -284,10 +284,10 @@ def timings_report(arm_runs: dict[str, list[str]]) -> tuple[str, dict[str, float
     lines = ["# Wall-clock training time (seconds; varies from run to run, not hashed by DVC)", "",
              "| arm | pretraining s | finetuning s | total s | seeds timed |", "|---|---|---|---|---|"]
     means: dict[str, float] = {}
-    for variant, runs in arm_runs.items():
+    for arm, runs in arm_runs.items():
         totals, parts = [], {"pretrain_sup": [], "finetune": []}
         for run in runs:
-            stages = ["pretrain_sup", "finetune"] if variant in PRETRAINED_ARMS else ["finetune"]
+            stages = ["pretrain_sup", "finetune"] if arm in PRETRAINED_ARMS else ["finetune"]
             files = [paths.timing_file(stage, run) for stage in stages]
             if all(file.is_file() for file in files):
                 seconds = [json.loads(file.read_text())["train_runtime"] for file in files]
@@ -295,7 +295,7 @@ def timings_report(arm_runs: dict[str, list[str]]) -> tuple[str, dict[str, float
                     parts[stage].append(value)
                 totals.append(sum(seconds))
         if totals:
-            means[f"{variant}_train_seconds"] = float(np.mean(totals))
+            means[f"{arm}_train_seconds"] = float(np.mean(totals))
             cells = [f"{np.mean(parts[stage]):.0f}" if parts[stage] else "–" for stage in ("pretrain_sup", "finetune")]
-            lines.append(f"| {variant} | {cells[0]} | {cells[1]} | {np.mean(totals):.0f} | {len(totals)} |")
+            lines.append(f"| {arm} | {cells[0]} | {cells[1]} | {np.mean(totals):.0f} | {len(totals)} |")
     return "\n".join(lines) + "\n", means

@@ -83,7 +83,7 @@ class Run:
             # lambda as a float, as pretrain_sup tags every run with the lambda it trained with (2 and 2.0 alike)
             tags.update(weighting=self.setting.weighting, **{"lambda": str(float(self.setting.lambda_))})
         if self.labels_per_class is not None:
-            tags["n_per_class"] = str(self.labels_per_class)
+            tags["labels_per_class"] = str(self.labels_per_class)
         return tags
 
 

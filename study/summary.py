@@ -102,21 +102,20 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int, f
                                         "last_step": r["steps"][-1]}
                                        for arm, arm_runs in runs.items()
                                        for s, r in zip(seeds, arm_runs, strict=True) if not_converged(r)],
-                     "variants": {}, "floors": {}, "differences": {}}
+                     "arms": {}, "floors": {}, "differences": {}}
     to_target: dict[str, dict[str, list]] = {}
-    for variant in runs:
-        arm_runs = runs[variant]
+    for arm, arm_runs in runs.items():
         accuracy = [r["scores"]["accuracy"] for r in arm_runs]
         macro_f1 = [r["scores"]["macro_f1"] for r in arm_runs]
         reached = [first_reaching(r["val_macro_f1"], t) for r, t in zip(arm_runs, targets, strict=True)]
-        to_target[variant] = {kind: [None if i is None else r[key][i] for r, i in zip(arm_runs, reached, strict=True)]
-                              for kind, key in (("finetune", "steps"), ("total", "total_steps"),
-                                                ("flops", "total_flops"))}
+        to_target[arm] = {kind: [None if i is None else r[key][i] for r, i in zip(arm_runs, reached, strict=True)]
+                          for kind, key in (("finetune", "steps"), ("total", "total_steps"),
+                                            ("flops", "total_flops"))}
 
         def interval(values: list) -> dict | None:  # over the seeds that reached the target
             return seed_interval([value for value in values if value is not None], VERDICT_LEVEL)
 
-        summary["variants"][variant] = {
+        summary["arms"][arm] = {
             "accuracy_mean": float(np.mean(accuracy)), "accuracy_std": spread(accuracy),
             "macro_f1_mean": float(np.mean(macro_f1)), "macro_f1_std": spread(macro_f1),
             "accuracy_per_seed": [float(value) for value in accuracy],
@@ -128,14 +127,14 @@ def summarize(runs: dict[str, list[dict]], seeds: list[int], study, seed: int, f
             "target_reached": f"{sum(i is not None for i in reached)}/{len(arm_runs)}",
             "target_censored": sum(i is None for i in reached),
             "seeds_not_learning": [s for s, r in zip(seeds, arm_runs, strict=True)
-                                   if variant != "spt" and not_learning(r)],
+                                   if arm != "spt" and not_learning(r)],
             "seeds_not_converged": [s for s, r in zip(seeds, arm_runs, strict=True) if not_converged(r)],
             "best_and_last_validation_step": [[best_step(r), r["steps"][-1]] for r in arm_runs],
-            "steps_to_target_finetune": interval(to_target[variant]["finetune"]),
-            "steps_to_target_total": interval(to_target[variant]["total"]),
-            "flops_to_target_total": interval(to_target[variant]["flops"]),
-            "steps_to_target_finetune_per_seed": to_target[variant]["finetune"],
-            "steps_to_target_total_per_seed": to_target[variant]["total"],
+            "steps_to_target_finetune": interval(to_target[arm]["finetune"]),
+            "steps_to_target_total": interval(to_target[arm]["total"]),
+            "flops_to_target_total": interval(to_target[arm]["flops"]),
+            "steps_to_target_finetune_per_seed": to_target[arm]["finetune"],
+            "steps_to_target_total_per_seed": to_target[arm]["total"],
         }
 
     def difference(a: np.ndarray, b: np.ndarray) -> dict:
@@ -185,7 +184,7 @@ def recommendation(summary: dict, predictions: dict[str, np.ndarray], floor_vali
     p is under ALPHA. Arms are ranked by training FLOPs; floors are listed apart (their cost is not counted in
     FLOPs). With one seed nothing can be shown (training variance is not counted), and no arm is recommended.
     """
-    validation = {arm: row["val_macro_f1_mean"] for arm, row in summary["variants"].items()}
+    validation = {arm: row["val_macro_f1_mean"] for arm, row in summary["arms"].items()}
     validation.update(floor_validation)
     known = {name: value for name, value in validation.items() if value is not None}
     if not known:
@@ -195,7 +194,7 @@ def recommendation(summary: dict, predictions: dict[str, np.ndarray], floor_vali
     adjust([row[metric] for row in comparisons.values() for metric in METRICS])
     seeds = len(summary["seeds"])
     worse = {other: any(shown(row[m]) and row[m]["diff"] > 0 for m in METRICS) for other, row in comparisons.items()}
-    arms = sorted(summary["variants"], key=lambda arm: summary["variants"][arm]["training_flops"])
+    arms = sorted(summary["arms"], key=lambda arm: summary["arms"][arm]["training_flops"])
     eligible = [arm for arm in arms if arm == best or not worse[arm]]
     pick = eligible[0] if eligible and seeds > 1 else None
     return {"criterion": "the arm with the fewest training FLOPs that is not shown worse (Holm-adjusted, accuracy or "

@@ -129,7 +129,7 @@ def chosen_line(selection: dict) -> str:
 def selection_report(summary: dict) -> list[str]:
     """The section that shows the choice: every candidate's validation scores, then the winner's test score."""
     selection, seeds = summary["selection"], summary["seeds"]
-    chosen, spt = selection["chosen"], summary["variants"]["spt"]
+    chosen, spt = selection["chosen"], summary["arms"]["spt"]
     lines = [f"## {SELECTION_TITLE}", "",
              "Candidates: the spt arm's own setting (pretrain_sup.weighting and pretrain_sup.lambda) and every other "
              "pair of study.weightings × study.lambdas, each pretrained and finetuned as the spt arm is, for every "
@@ -150,7 +150,7 @@ def selection_report(summary: dict) -> list[str]:
                      f"{mean_std(row['val_macro_f1_mean'], row['val_macro_f1_std'])} | {per_seed} | {exits} | "
                      f"`{row['run']}` | {'**chosen**' if row['chosen'] else ''} |")
     expected = selection["expected_best_val_macro_f1"]
-    others = [arm for arm in summary["variants"] if arm != "spt"]
+    others = [arm for arm in summary["arms"] if arm != "spt"]
     lines += ["", "Expected best validation macro-F1 against the number of candidates tried (Dodge et al. 2019; the "
                   "unbiased estimator without replacement over these candidates' mean validation scores): "
               + ", ".join(f"{n}: {value * 100:.2f}" for n, value in enumerate(expected, start=1))
@@ -161,7 +161,7 @@ def selection_report(summary: dict) -> list[str]:
     lines += ["", f"Chosen: {_setting(chosen)}, validation macro-F1 {chosen['val_macro_f1_mean'] * 100:.2f}; "
                   f"its test accuracy is {mean_std(spt['accuracy_mean'], spt['accuracy_std'])} (macro-F1 "
                   f"{mean_std(spt['macro_f1_mean'], spt['macro_f1_std'])}), read after the choice."]
-    matched = [arm for arm in summary["variants"] if arm in MATCHED_ARMS]
+    matched = [arm for arm in summary["arms"] if arm in MATCHED_ARMS]
     if matched and not chosen["spt_arm"]:
         lines.append(f"{' and '.join(matched)} match the spt arm's own pretraining (pretrain_sup's weighting and "
                      "lambda), not the chosen setting's: with another weighting the FLOPs may differ (gradcos "

@@ -7,7 +7,7 @@ opens the repository's mlflow.db with MlflowClient and compares, per experiment:
 
   - pipeline parent runs: exactly one, named after the experiment;
   - child runs per stage: one per stage the experiment ran (its `dvc queue logs`; study runs
-    counted per variant and seed);
+    counted per arm and seed);
   - metric history points: for every stage that trained, each per-step metric has as many points
     as its DVC plots CSV has values (a study run copied from the main chain logs none); prepare,
     evaluate and the parent run have their final metrics once each.

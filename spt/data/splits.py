@@ -211,19 +211,19 @@ def split_labeled(frame: pd.DataFrame, label_names: list[str], val_fraction: flo
     return splits
 
 
-def sample_per_class(split: pd.DataFrame, n_per_class: int, seed: int, name: str = "training",
+def sample_per_class(split: pd.DataFrame, per_class: int, seed: int, name: str = "training",
                      key: str = "prepare.n_per_class", cap_key: str = "prepare.true_few_shot") -> pd.DataFrame:
-    """Few-shot: keep ``n_per_class`` rows of each class of the ``name`` split (seeded). ``key`` and ``cap_key``
+    """Few-shot: keep ``per_class`` rows of each class of the ``name`` split (seeded). ``key`` and ``cap_key``
     name the params that asked for it (prepare's few-shot, or the label-budget curve's) in the error."""
     sizes = split["label"].value_counts()
-    short = sizes[sizes < n_per_class]
+    short = sizes[sizes < per_class]
     if len(short):
         fix = f"lower {key}" + (f" or set {cap_key}: false" if name == "validation" else "")
         raise DataError(
-            f"{key} = {n_per_class} but the {name} split holds only "
+            f"{key} = {per_class} but the {name} split holds only "
             f"{', '.join(f'{k!r}: {v}' for k, v in short.items())}; {fix}"
         )
-    parts = [part.sample(n=n_per_class, random_state=seed) for _, part in split.groupby("label", sort=True)]
+    parts = [part.sample(n=per_class, random_state=seed) for _, part in split.groupby("label", sort=True)]
     return pd.concat(parts).sort_index().reset_index(drop=True)
 
 

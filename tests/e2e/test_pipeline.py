@@ -173,7 +173,7 @@ def test_changing_lambda_reruns_only_the_stages_after_it(own_repo):
 def test_compare_reports_every_arm_with_intervals(repo):
     summary = json.loads((repo / "metrics" / "compare.json").read_text())
     arms = {"spt", "tapt", "baseline", "baseline_matched", "baseline_flops"}
-    assert set(summary["variants"]) == arms
+    assert set(summary["arms"]) == arms
     # the tfidf floor is compared too; the embeddings floor is skipped: the tiny profile's model.source is scratch
     assert set(summary["differences"]) == {f"spt_minus_{arm}" for arm in arms - {"spt"} | {"tfidf"}}
     assert set(summary["floors"]) == {"tfidf", "embeddings"} and "scratch" in summary["floors"]["embeddings"]["skipped"]
@@ -199,7 +199,7 @@ def test_compare_reports_every_arm_with_intervals(repo):
     assert budget == 8 + 6  # finetune.max_steps + pretrain_sup's 6 steps, same batch size in the tiny profile
     flops_budget = json.loads((repo / "metrics/study/baseline_flops-7/finetune.json").read_text())["max_steps"]
     assert flops_budget > budget  # a pretrain_sup step (two encoder passes and an MLM head) costs more
-    assert spt_pretraining["flops"] > 0 and summary["variants"]["baseline_flops"]["training_flops"] > 0
+    assert spt_pretraining["flops"] > 0 and summary["arms"]["baseline_flops"]["training_flops"] > 0
     report = (repo / "reports" / "compare.md").read_text()
     assert "| baseline_flops |" in report and "## What holds on this data" in report and "compare.png" in report
     assert f"| tfidf (floor, C = {tfidf['c']:g}) | {tfidf['accuracy'] * 100:.2f} |" in report
@@ -207,8 +207,8 @@ def test_compare_reports_every_arm_with_intervals(repo):
     assert (repo / "reports" / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert " ± " not in report  # one seed: no spread is shown where there is none
     rows = list(csv.DictReader(open(repo / "plots/compare/validation_macro_f1.csv")))
-    assert {row["variant"] for row in rows} == arms
-    spt_rows = [row for row in rows if row["variant"] == "spt"]
+    assert {row["arm"] for row in rows} == arms
+    spt_rows = [row for row in rows if row["arm"] == "spt"]
     assert spt_rows[0]["finetune_step"] == "0"  # validated before finetuning
     assert int(spt_rows[0]["step"]) == 6 and int(spt_rows[0]["flops"]) == int(spt_pretraining["flops"])
 
@@ -239,7 +239,7 @@ def test_a_lambda_sweep_is_chosen_on_validation(own_repo):
     winner, loser = ("spt-7", "spt-fixed-l0.5-7") if validation[0] >= validation[1] else ("spt-fixed-l0.5-7", "spt-7")
     assert selection["chosen"]["runs"] == [winner]
     test = json.loads((own_repo / f"metrics/study/{winner}/evaluate.json").read_text())
-    assert summary["variants"]["spt"]["accuracy_mean"] == pytest.approx(test["accuracy"])
+    assert summary["arms"]["spt"]["accuracy_mean"] == pytest.approx(test["accuracy"])
     report = (own_repo / "reports/compare.md").read_text()
     assert "## Choosing the weighting and λ on validation" in report
     assert "| fixed (spt arm) | 1 |" in report and "| fixed | 0.5 |" in report and "**chosen**" in report
@@ -262,10 +262,10 @@ def test_a_lambda_sweep_is_chosen_on_validation(own_repo):
 
 
 def test_a_label_budget_curve_trains_every_arm_per_budget(own_repo):
-    """study.n_per_class: per budget and seed, prepare draws the labels and the arms and floors train on them; compare
-    draws the curve, the full set last. Nothing upstream reruns (no main-chain stage reads study.*)."""
+    """study.labels_per_class: per budget and seed, prepare draws the labels and the arms and floors train on them;
+    compare draws the curve, the full set last. Nothing upstream reruns (no main-chain stage reads study.*)."""
     params = yaml.safe_load((own_repo / "params.yaml").read_text())
-    params["study"].update(n_per_class=[3, 6], true_few_shot=True, matched_baselines=[])  # fewer runs: fast
+    params["study"].update(labels_per_class=[3, 6], cap_validation=True, matched_baselines=[])  # fewer runs: fast
     (own_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     ran = ran_stages(run_command(own_repo, "dvc", "repro").stdout)
     budget = [f"study_budget_prepare@{n}-7" for n in (3, 6)] + [
@@ -293,15 +293,15 @@ def test_a_label_budget_curve_trains_every_arm_per_budget(own_repo):
 
     summary = json.loads((own_repo / "metrics/compare.json").read_text())
     points = summary["label_budget"]["points"]
-    assert [p["n_per_class"] for p in points] == [3, 6, None] and summary["label_budget"]["true_few_shot"] is True
+    assert [p["labels_per_class"] for p in points] == [3, 6, None] and summary["label_budget"]["cap_validation"] is True
     for point in points:
         assert sorted(point["scores"]) == sorted([*ARMS[:3], "tfidf"])
         assert point["best_other"] in point["scores"] and point["best_other"] != "spt"
-        run = Run("spt", 7, labels_per_class=point["n_per_class"]).name
+        run = Run("spt", 7, labels_per_class=point["labels_per_class"]).name
         score = json.loads((own_repo / paths.metrics_file("evaluate", run)).read_text())
         assert point["scores"]["spt"]["accuracy"]["mean"] == pytest.approx(score["accuracy"])
     report = (own_repo / "reports/compare.md").read_text()
     assert "## Scarce labels: test accuracy against labels per class" in report and "| 3 |" in report
     assert (own_repo / "reports/label_budget.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     _, runs = mlflow_runs(own_repo)
-    assert {r.data.tags.get("n_per_class") for r in runs if r.data.tags.get("study_run") == "spt-n6-7"} == {"6"}
+    assert {r.data.tags.get("labels_per_class") for r in runs if r.data.tags.get("study_run") == "spt-n6-7"} == {"6"}

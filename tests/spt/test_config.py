@@ -4,7 +4,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from spt.config import ConfigError, DataConfig, DeclaredParams, Params, load_params
+from spt.config import RENAMED, ConfigError, DataConfig, DeclaredParams, Params, load_params
 from tests.support import REPO, default_params, write_params
 
 
@@ -52,13 +52,29 @@ def test_unknown_section_and_source_scheme(tmp_path, monkeypatch):
     assert "unknown builtin 'bert-large'" in message
 
 
+def test_a_renamed_key_names_its_new_name(tmp_path, monkeypatch):
+    """A params.yaml written before issue 21's renames is told each key's new name, not difflib's guess; prepare's
+    own n_per_class and true_few_shot keep their names."""
+    monkeypatch.chdir(REPO)
+    data = default_params()
+    data["study"]["n_per_class"] = data["study"].pop("labels_per_class")
+    data["study"]["true_few_shot"] = data["study"].pop("cap_validation")
+    data["floors"]["variants"] = data["floors"].pop("arms")
+    message = str(pytest.raises(ConfigError, load_params, write_params(tmp_path, data)).value)
+    assert "3 problems" in message
+    assert "study.n_per_class: unknown key; renamed to study.labels_per_class" in message
+    assert "study.true_few_shot: unknown key; renamed to study.cap_validation" in message
+    assert "floors.variants: unknown key; renamed to floors.arms" in message
+    assert "prepare." not in message and set(RENAMED.values()) <= _keys(default_params())
+
+
 @pytest.mark.parametrize("section, values, expected", [
     ("prepare", {"val_fraction": 0.5, "test_fraction": 0.45}, "leaves under 10%"),
     ("prepare", {"true_few_shot": True}, "but n_per_class is null; set n_per_class or true_few_shot: false"),
     ("pretrain_sup", {"lambda": 0.5, "lambda_min": 1.0, "lambda_schedule": "linear_decay"}, "must not exceed"),
     ("model", {"scratch": {"hidden_size": 30, "num_heads": 4}}, "divisible by num_heads"),
-    ("floors", {"variants": ["tfidf", "bm25"]}, "floors.variants.1 = 'bm25': Input should be 'tfidf' or 'embeddings'"),
-    ("floors", {"variants": ["tfidf", "tfidf"]}, "values must be distinct"),
+    ("floors", {"arms": ["tfidf", "bm25"]}, "floors.arms.1 = 'bm25': Input should be 'tfidf' or 'embeddings'"),
+    ("floors", {"arms": ["tfidf", "tfidf"]}, "values must be distinct"),
 ])
 def test_cross_field_checks(tmp_path, monkeypatch, section, values, expected):
     monkeypatch.chdir(REPO)
@@ -173,11 +189,11 @@ def test_a_stage_reads_only_what_dvc_yaml_declares(monkeypatch):
                                                            "'normalized', 'uncertainty' or 'gradcos'"),
     ({"lambdas": [0.3, 1, 3]}, "study.lambdas = [0.3, 1, 3] but study.weightings is empty"),
     ({"weightings": ["fixed", "gradcos"]}, "study.weightings = ['fixed', 'gradcos'] but study.lambdas is empty"),
-    # the labels-per-class curve (study.n_per_class, tests/study/test_curve.py)
-    ({"n_per_class": [8, None]}, "null (the full training set) is always the curve's last point"),
-    ({"n_per_class": [8, 8]}, "study.n_per_class = [8, 8]: values must be distinct"),
-    ({"n_per_class": [0, 8]}, "study.n_per_class.0 = 0: Input should be greater than 0"),
-    ({"true_few_shot": "yes please"}, "study.true_few_shot"),
+    # the labels-per-class curve (study.labels_per_class, tests/study/test_curve.py)
+    ({"labels_per_class": [8, None]}, "null (the full training set) is always the curve's last point"),
+    ({"labels_per_class": [8, 8]}, "study.labels_per_class = [8, 8]: values must be distinct"),
+    ({"labels_per_class": [0, 8]}, "study.labels_per_class.0 = 0: Input should be greater than 0"),
+    ({"cap_validation": "yes please"}, "study.cap_validation"),
     ({"labeled_share": 0}, "study.labeled_share = 0: Input should be greater than 0"),
     ({"labeled_share": 1.5}, "study.labeled_share = 1.5: Input should be less than or equal to 1"),
 ])

@@ -1,4 +1,4 @@
-"""The labels-per-class curve (study/curve.py, study.n_per_class): params, the command line, drawing the labels,
+"""The labels-per-class curve (study/curve.py, study.labels_per_class): params, the command line, drawing the labels,
 the mixture that keeps the other train texts as masked-LM text, and compare's curve on constructed runs with known
 answers."""
 
@@ -44,10 +44,10 @@ BEST_OTHER = {4: "baseline", 16: "tfidf", None: "baseline_flops"}
 def test_no_budget_by_default(tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     study = load_params().study
-    assert (study.n_per_class, study.true_few_shot, study.labeled_share) == ([], False, 0.5)
+    assert (study.labels_per_class, study.cap_validation, study.labeled_share) == ([], False, 0.5)
     data = default_params()
-    data["study"]["n_per_class"] = [8, 32]
-    assert load_params(write_params(tmp_path, data)).study.n_per_class == [8, 32]
+    data["study"]["labels_per_class"] = [8, 32]
+    assert load_params(write_params(tmp_path, data)).study.labels_per_class == [8, 32]
 
 
 def test_a_budget_run_gets_its_budget_and_its_stage_params(monkeypatch):
@@ -64,11 +64,11 @@ def test_a_budget_run_gets_its_budget_and_its_stage_params(monkeypatch):
     drawn = []
     monkeypatch.setenv("DVC_STAGE", "study_budget_prepare@8-3")
     run_stage("doc", lambda params, labels_per_class, seed: drawn.append((labels_per_class, seed,
-                                                                         params.study.true_few_shot)),
+                                                                         params.study.cap_validation)),
               "prepare", ["--n-per-class", "8", "--seed", "3"], draws_labels=True)
     assert drawn == [(8, 3, False)]
     view = stage_params(load_params(), "prepare")
-    with pytest.raises(AttributeError, match="study_budget_prepare"):  # it reads study.true_few_shot alone
+    with pytest.raises(AttributeError, match="study_budget_prepare"):  # it reads study.cap_validation alone
         _ = view.data
 
 
@@ -115,7 +115,7 @@ def test_a_budget_draws_its_labels_from_the_prepared_train_split(tiny_repo, monk
     drawn = datasets.load_from_disk(str(Run("spt", 7, labels_per_class=3).labeled))
     assert sorted(drawn["train"]["label"]) == [0, 0, 0, 1, 1, 1]
     assert set(drawn["train"]["text"]) <= set(full["train"]["text"])
-    assert list(drawn["validation"]["text"]) == list(full["validation"]["text"])  # true_few_shot: false
+    assert list(drawn["validation"]["text"]) == list(full["validation"]["text"])  # cap_validation: false
     assert "test" not in drawn  # every budget is scored on data/processed's test split
     # the other train rows: masked-LM text in pretrain_sup; together with the drawn ones, the train split
     assert sorted([*drawn["unlabeled"]["text"], *drawn["train"]["text"]]) == sorted(full["train"]["text"])
@@ -132,7 +132,7 @@ def test_a_budget_draws_its_labels_from_the_prepared_train_split(tiny_repo, monk
     assert list(other["train"]["text"]) != list(drawn["train"]["text"])
 
     data = yaml.safe_load(open("params.yaml"))
-    data["study"]["true_few_shot"] = True
+    data["study"]["cap_validation"] = True
     yaml.safe_dump(data, open("params.yaml", "w"))
     prepare.main(stage_params(load_params(), "prepare"), 3, 7)
     capped = datasets.load_from_disk(str(labels_dir(3, 7) / "labeled"))
@@ -141,7 +141,7 @@ def test_a_budget_draws_its_labels_from_the_prepared_train_split(tiny_repo, monk
 
     from spt.errors import DataError
 
-    with pytest.raises(DataError, match=r"study.n_per_class = 100000 but the training split holds only"):
+    with pytest.raises(DataError, match=r"study.labels_per_class = 100000 but the training split holds only"):
         prepare.main(stage_params(load_params(), "prepare"), 100000, 7)
     assert not labels_dir(100000, 7).exists()  # nothing half-written
 
@@ -180,9 +180,9 @@ def curve(tmp_path, monkeypatch):
     """A repository root with the study's runs (seeds 1 and 2) and a label-budget curve at 4 and 16 labels."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
-    params["study"].update(seeds=SEEDS, n_per_class=BUDGETS, bootstrap_samples=200,
+    params["study"].update(seeds=SEEDS, labels_per_class=BUDGETS, bootstrap_samples=200,
                            matched_baselines=["baseline_flops"])
-    params["floors"]["variants"] = ["tfidf"]
+    params["floors"]["arms"] = ["tfidf"]
     params["tracking"].update(uri="http://127.0.0.1:9", required=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
@@ -216,11 +216,11 @@ def run_compare(root):
 def test_every_budget_is_a_point_and_the_best_other_is_chosen_on_validation(curve):
     summary, report = run_compare(curve)
     points = summary["label_budget"]["points"]
-    assert [p["n_per_class"] for p in points] == [4, 16, None]
-    assert [p["labels_per_class"] for p in points] == [4.0, 16.0, 250.0]  # the full set: 500 labels, 2 classes
+    assert [p["labels_per_class"] for p in points] == [4, 16, None]
+    assert [p["labels_per_class_realised"] for p in points] == [4.0, 16.0, 250.0]  # the full set: 500 labels, 2 classes
     assert [p["best_other"] for p in points] == [BEST_OTHER[4], BEST_OTHER[16], BEST_OTHER[None]]
     for point in points:
-        budget = point["n_per_class"]
+        budget = point["labels_per_class"]
         assert sorted(point["scores"]) == sorted([*ARMS, "tfidf"]) and point["scores"]["tfidf"]["floor"] is True
         for name, row in point["scores"].items():
             assert row["val_macro_f1_mean"] == pytest.approx(VALIDATION[budget][name])
@@ -275,10 +275,10 @@ def test_a_missing_budget_run_is_named(curve, capsys):
 
 def test_without_budgets_the_figure_shows_the_full_set(curve):
     data = yaml.safe_load(open("params.yaml"))
-    data["study"]["n_per_class"] = []
+    data["study"]["labels_per_class"] = []
     yaml.safe_dump(data, open("params.yaml", "w"))
     summary, report = run_compare(curve)
-    assert [p["n_per_class"] for p in summary["label_budget"]["points"]] == [None]
+    assert [p["labels_per_class"] for p in summary["label_budget"]["points"]] == [None]
     assert "| all (≈250) |" in report and (curve / "reports/label_budget.png").is_file()
 
 

@@ -74,7 +74,7 @@ def test_the_report_covers_the_arms_that_ran(matched):
     arms = study_arms(matched)
     assert arms == ["spt", "tapt", "baseline", *matched]
     summary = summarize({arm: [run(80)] for arm in arms}, [1], STUDY, 0)
-    assert list(summary["variants"]) == arms
+    assert list(summary["arms"]) == arms
     assert sorted(summary["differences"]) == sorted(f"spt_minus_{arm}" for arm in arms[1:])
     text = report(summary)
     for arm in {"baseline_matched", "baseline_flops"} - set(matched):
@@ -88,9 +88,9 @@ def test_an_arm_that_did_not_learn_is_flagged():
     at_best_from_start = {**run(90), "val_macro_f1": [0.8, 0.7, 0.75]}
     runs = {"spt": [at_best_from_start, run(90)], "tapt": [run(80), run(80)], "baseline": [run(80), stuck]}
     summary = summarize(runs, [42, 43], STUDY, 0)
-    assert summary["variants"]["baseline"]["seeds_not_learning"] == [43]
-    assert summary["variants"]["spt"]["seeds_not_learning"] == []
-    assert summary["variants"]["tapt"]["seeds_not_learning"] == []
+    assert summary["arms"]["baseline"]["seeds_not_learning"] == [43]
+    assert summary["arms"]["spt"]["seeds_not_learning"] == []
+    assert summary["arms"]["tapt"]["seeds_not_learning"] == []
     text = report(summary)
     assert ("**Not a fair comparison yet:** finetuning never improved on its untrained start in baseline "
             "(seed 43)") in text

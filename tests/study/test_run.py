@@ -40,7 +40,7 @@ def arms(spec) -> list[str]:
     listed = spec["matrix"]["arm"]
     if isinstance(listed, list):
         return listed
-    return {"${study.matched_baselines}": list(MATCHED_ARMS), "${floors.variants}": list(FLOOR_ARMS)}[listed]
+    return {"${study.matched_baselines}": list(MATCHED_ARMS), "${floors.arms}": list(FLOOR_ARMS)}[listed]
 
 
 def names(entries):
@@ -84,7 +84,7 @@ def test_tags_tell_study_runs_apart():
     assert Run("spt", 42, Setting("fixed", 2)).tags() == {"study_run": "spt-fixed-l2-42", "arm": "spt",
                                                           "weighting": "fixed", "lambda": "2.0"}
     assert Run("tfidf", 3, labels_per_class=8).tags() == {"study_run": "tfidf-n8-3", "arm": "tfidf",
-                                                          "n_per_class": "8"}
+                                                          "labels_per_class": "8"}
 
 
 def test_sweep_run_names_are_path_safe_and_never_an_arms():
@@ -131,8 +131,8 @@ def test_every_study_stage_runs_its_module_as_an_arm():
     assert stages["study_tapt"]["matrix"]["arm"] == ["tapt"]
     # the floors: one run each, no seed
     assert stages[FLOORS]["cmd"] == "python -m stages.evaluate --arm ${item.arm}"
-    assert stages[FLOORS]["matrix"] == {"arm": "${floors.variants}"}  # params.yaml lists which run
-    assert set(yaml.safe_load(paths.PARAMS.read_text())["floors"]["variants"]) <= set(FLOOR_ARMS)
+    assert stages[FLOORS]["matrix"] == {"arm": "${floors.arms}"}  # params.yaml lists which run
+    assert set(yaml.safe_load(paths.PARAMS.read_text())["floors"]["arms"]) <= set(FLOOR_ARMS)
     assert not set(FLOOR_ARMS) & set(ARMS)
     assert stages[FLOORS]["deps"] == ["stages/evaluate.py", "stages/cli.py", "spt", "study", str(paths.PROCESSED)]
     assert {"model", "floors", "evaluate"} <= set(stages[FLOORS]["params"])  # embeddings: model.source
@@ -212,10 +212,10 @@ def test_budget_stages_match_the_run():
     labels = str(labels_dir("${item.n}", "${item.seed}"))
     assert labels == "data/budgets/n${item.n}-${item.seed}"
     prepare = stages["study_budget_prepare"]
-    assert prepare["matrix"] == {"n": "${study.n_per_class}", "seed": "${study.seeds}"}
+    assert prepare["matrix"] == {"n": "${study.labels_per_class}", "seed": "${study.seeds}"}
     assert prepare["cmd"] == "python -m stages.prepare --n-per-class ${item.n} --seed ${item.seed}"
     assert prepare["outs"] == [labels] and str(paths.PROCESSED) in prepare["deps"]
-    assert prepare["params"] == ["study.true_few_shot"]  # it reads nothing else (tests/stages/test_cli.py)
+    assert prepare["params"] == ["study.cap_validation"]  # it reads nothing else (tests/stages/test_cli.py)
     run = Run("${item.arm}", "${item.seed}", labels_per_class="${item.n}")
     assert run.name == "${item.arm}-n${item.n}-${item.seed}"
     assert str(run.labeled) == f"{labels}/labeled"
@@ -224,7 +224,7 @@ def test_budget_stages_match_the_run():
         assert spec["cmd"] == (f"{stage_command(module)} --arm ${{item.arm}} "
                                "--seed ${item.seed} --n-per-class ${item.n}")
         assert list(spec["matrix"]) == ["arm", "n", "seed"]
-        assert (spec["matrix"]["n"], spec["matrix"]["seed"]) == ("${study.n_per_class}", "${study.seeds}")
+        assert (spec["matrix"]["n"], spec["matrix"]["seed"]) == ("${study.labels_per_class}", "${study.seeds}")
         # its twin: the study's stage of that module and those arms; the same params (a point of the curve changes
         # the labels, nothing else; but pretrain_sup reads how many of its examples are labeled)
         [twin] = [name for name in [*STUDY, FLOORS] if module_of(stages[name]) == module

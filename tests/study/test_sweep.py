@@ -62,7 +62,7 @@ def study(tmp_path, monkeypatch) -> Path:
     params = yaml.safe_load((REPO / "tests" / "tiny_params.yaml").read_text())
     params["study"].update(seeds=SEEDS, weightings=["fixed", "normalized"], lambdas=[0.5, 1.0], bootstrap_samples=200,
                            matched_baselines=["baseline_flops"])
-    params["floors"]["variants"] = []
+    params["floors"]["arms"] = []
     # tracking off: a store that does not answer, not required (each test that wants MLflow sets its own)
     params["tracking"].update(uri="http://127.0.0.1:9", required=False)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -110,8 +110,8 @@ def test_the_best_mean_validation_score_stands_in_as_spt(study):
     # the winner's runs are spt everywhere: test scores, differences, compute, the curves
     winner_scores = [json.loads((study / paths.metrics_file("evaluate", f"{WINNER}-{seed}")).read_text())["accuracy"]
                      for seed in SEEDS]
-    assert summary["variants"]["spt"]["accuracy_mean"] == pytest.approx(sum(winner_scores) / 2)
-    assert summary["variants"]["spt"]["pretraining_steps"] == 6 and "spt_minus_baseline_flops" in summary["differences"]
+    assert summary["arms"]["spt"]["accuracy_mean"] == pytest.approx(sum(winner_scores) / 2)
+    assert summary["arms"]["spt"]["pretraining_steps"] == 6 and "spt_minus_baseline_flops" in summary["differences"]
     assert "**spt** below is the setting chosen on validation: weighting normalized, λ = 0.5" in report
     rows = selection_table(report)
     assert rows[2:] == [
@@ -125,7 +125,7 @@ def test_the_best_mean_validation_score_stands_in_as_spt(study):
     assert selection["expected_best_val_macro_f1"] == pytest.approx([0.75, 4.75 / 6, 0.8125, 0.8125])
     assert "number of candidates tried (Dodge et al. 2019; the unbiased estimator without replacement over these " \
            "candidates' mean validation scores): 1: 75.00, 2: 79.17, 3: 81.25, 4: 81.25." in report
-    assert f"its test accuracy is {summary['variants']['spt']['accuracy_mean'] * 100:.2f}" in report
+    assert f"its test accuracy is {summary['arms']['spt']['accuracy_mean'] * 100:.2f}" in report
     assert "baseline_flops match the spt arm's own pretraining" in report  # not the chosen setting's
     assert (study / "reports/compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -143,7 +143,7 @@ def test_the_choice_never_looks_at_test_labels(study):
     after, report_after = compare(study)
     assert after["selection"] == before["selection"]
     assert selection_table(report_after) == selection_table(report_before)
-    assert after["variants"]["spt"]["accuracy_mean"] != before["variants"]["spt"]["accuracy_mean"]
+    assert after["arms"]["spt"]["accuracy_mean"] != before["arms"]["spt"]["accuracy_mean"]
     for loser in LOSERS:
         for seed in SEEDS:
             (study / paths.metrics_file("evaluate", f"{loser}-{seed}")).unlink()

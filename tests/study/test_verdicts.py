@@ -46,9 +46,9 @@ def test_a_not_converged_run_is_flagged_and_a_converged_one_not():
     runs["tapt"][0] = run(900, curve=[0.5, 0.8, 0.8], best_step=20)  # ties its best at the end: kept step 20
     summary = summarize(runs, [1, 2], STUDY, 0)
     assert summary["not_converged"] == [{"arm": "spt", "seed": 2, "run": None, "best_step": 40, "last_step": 40}]
-    assert summary["variants"]["spt"]["seeds_not_converged"] == [2]
-    assert summary["variants"]["tapt"]["seeds_not_converged"] == []
-    assert summary["variants"]["spt"]["best_and_last_validation_step"] == [[20, 40], [40, 40]]
+    assert summary["arms"]["spt"]["seeds_not_converged"] == [2]
+    assert summary["arms"]["tapt"]["seeds_not_converged"] == []
+    assert summary["arms"]["spt"]["best_and_last_validation_step"] == [[20, 40], [40, 40]]
     verdicts = verdict_section(report(summary))
     assert verdicts.startswith("## What holds on this data\n\n- **Not a fair comparison yet**: spt (seed 2, best "
                                "validation at step 40 of 40) not converged: raise finetune.max_steps (best validation "
@@ -127,7 +127,7 @@ def test_censored_seeds_are_counted_and_no_verdict_comes_from_them():
                    run(900, curve=[0.5, 0.7, 0.75], best_step=40)]
     runs["spt"][2]["val_macro_f1"] = [0.5, 0.75, 0.7]  # converged, never at the target
     summary = summarize(runs, [1, 2, 3], STUDY, 0)
-    spt = summary["variants"]["spt"]
+    spt = summary["arms"]["spt"]
     assert spt["target_reached"] == "2/3" and spt["target_censored"] == 1
     assert spt["steps_to_target_finetune_per_seed"] == [0, 20, None]
     assert spt["steps_to_target_finetune"]["mean"] == 10 and spt["steps_to_target_finetune"]["seeds"] == 2

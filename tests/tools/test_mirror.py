@@ -27,9 +27,9 @@ DVC_YAML = {"stages": {
                 "outs": [{"reports/compare.md": {"cache": False}}, {"metrics/compare.json": {"cache": False}}]}}}
 STAGES = ["finetune", "study_evaluate@spt-7", "study_evaluate@baseline_flops-7", "compare"]
 INTERVAL = {"mean": 0.8, "low": 0.7, "high": 0.9}
-SUMMARY = {"variants": {"spt": {"accuracy_mean": 0.8, "macro_f1_mean": 0.78}}, "floors": {},
+SUMMARY = {"arms": {"spt": {"accuracy_mean": 0.8, "macro_f1_mean": 0.78}}, "floors": {},
            "differences": {"spt_minus_tapt": {"accuracy": {"diff": 0.02, "low": -0.01, "high": 0.05, "p_holm": 0.4}}},
-           "label_budget": {"points": [{"n_per_class": None,
+           "label_budget": {"points": [{"labels_per_class": None,
                                         "scores": {"spt": {"accuracy": INTERVAL, "macro_f1": INTERVAL}},
                                         "spt_minus_best_other": {"accuracy": {"diff": 0.01}}}]}}
 
