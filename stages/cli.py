@@ -1,7 +1,7 @@
 """The command line every stage shares: ``python -m stages.<name> [--params FILE]``; the study's stages add
 ``--arm A --seed N`` and the study's axes (study/run.py: ``--weighting W --lambda L`` for a setting of the sweep,
-``--n-per-class N`` for a point of the labels-per-class curve); prepare takes ``--n-per-class N --seed S`` to
-draw a point's labels.
+``--labels-per-class N`` for a point of the labels-per-class curve); prepare takes ``--labels-per-class N
+--seed S`` to draw a point's labels.
 
 It imports only what parsing and validating params needs, so ``--help`` answers at once; each stage
 imports its heavy libraries (torch, transformers, datasets) inside ``main``.
@@ -58,7 +58,7 @@ def add_study_arguments(parser: argparse.ArgumentParser, module: str) -> None:
     sweep.add_argument("--weighting", choices=WEIGHTINGS, help="pretrain_sup.weighting for this run")
     sweep.add_argument("--lambda", dest="lambda_", type=sweep_lambda, metavar="LAMBDA",
                        help="pretrain_sup.lambda for this run: a positive number, as written in study.lambdas")
-    parser.add_argument("--n-per-class", dest="labels_per_class", type=positive_int, metavar="N",
+    parser.add_argument("--labels-per-class", dest="labels_per_class", type=positive_int, metavar="N",
                         help="a point of the labels-per-class curve (study.labels_per_class): train on the labels of "
                         "data/budgets/n<N>-<seed>, N per class, and write under <arm>-n<N>-<seed>")
 
@@ -67,10 +67,10 @@ def study_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Run 
     """The :class:`Run` the arguments name, None for the main chain; a bad combination is a usage error."""
     arm, seed, labels_per_class = args.arm, args.seed, args.labels_per_class
     if labels_per_class is not None and (arm is None or seed is None):
-        parser.error("--n-per-class N is a point of the labels-per-class curve: give it with --arm A --seed S")
+        parser.error("--labels-per-class N is a point of the labels-per-class curve: give it with --arm A --seed S")
     if arm in FLOOR_ARMS and seed is not None and labels_per_class is None:
         parser.error(f"--arm {arm} is a floor: deterministic, it runs once and takes no --seed (but one per seed "
-                     "of the labels-per-class curve, with --n-per-class)")
+                     "of the labels-per-class curve, with --labels-per-class)")
     elif arm not in FLOOR_ARMS and (arm is None) != (seed is None):
         parser.error("--arm and --seed go together")
     setting = None
@@ -81,7 +81,7 @@ def study_run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Run 
             parser.error("--weighting and --lambda set a setting of the sweep, which is the spt arm's run: give "
                          "them with --arm spt --seed N")
         if labels_per_class is not None:
-            parser.error("--weighting/--lambda (the sweep) and --n-per-class (the labels-per-class curve) do not "
+            parser.error("--weighting/--lambda (the sweep) and --labels-per-class (the labels-per-class curve) do not "
                          "combine: the curve trains the arms with pretrain_sup's own setting")
         setting = Setting(args.weighting, args.lambda_)
     return None if arm is None else Run(arm, seed, setting, labels_per_class)
@@ -93,7 +93,7 @@ def run_stage(doc: str, body: Callable[..., None], module: str, argv: list[str] 
 
     ``body`` gets the params its dvc.yaml stage declares (:class:`DeclaredParams`). ``study``: the stage also
     runs as a study run and ``body`` gets ``(params, run)``, ``run`` a :class:`Run` or None for the main chain.
-    ``draws_labels`` (prepare): ``--n-per-class N --seed S`` draws a point's labels and ``body`` gets
+    ``draws_labels`` (prepare): ``--labels-per-class N --seed S`` draws a point's labels and ``body`` gets
     ``(params, labels_per_class, seed)``; without them ``(params)``.
     """
     parser = argparse.ArgumentParser(prog=f"python -m stages.{module}", description=doc,
@@ -102,13 +102,14 @@ def run_stage(doc: str, body: Callable[..., None], module: str, argv: list[str] 
     if study:
         add_study_arguments(parser, module)
     if draws_labels:
-        parser.add_argument("--n-per-class", dest="labels_per_class", type=positive_int, metavar="N",
+        parser.add_argument("--labels-per-class", dest="labels_per_class", type=positive_int, metavar="N",
                             help="draw N training labels per class for the labels-per-class curve "
                             "(study.labels_per_class) into data/budgets/n<N>-<seed>")
-        parser.add_argument("--seed", type=int, help="the point's seed: which labels are drawn (with --n-per-class)")
+        parser.add_argument("--seed", type=int,
+                            help="the point's seed: which labels are drawn (with --labels-per-class)")
     args = parser.parse_args(argv)
     if draws_labels and (args.labels_per_class is None) != (args.seed is None):
-        parser.error("--n-per-class and --seed go together (a point of the labels-per-class curve)")
+        parser.error("--labels-per-class and --seed go together (a point of the labels-per-class curve)")
     run = study_run(parser, args) if study else None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:

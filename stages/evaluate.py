@@ -6,9 +6,9 @@ Writes: metrics/evaluate.json (accuracy, macro_f1, ece, per-class precision/reca
         per_class.csv: per-class scores).
 Params: seed, runtime, evaluate.
 
-As a study run (`--arm V --seed N`, the study_evaluate and study_evaluate_matched stages) it reads
-models/study/<V>-<N>/ and writes metrics/study/<V>-<N>/evaluate.json and
-plots/study/<V>-<N>/evaluate/ instead; only the main chain's classifier is registered in MLflow.
+As a study run (`--arm A --seed N`, the study_evaluate and study_evaluate_matched stages) it reads
+models/study/<A>-<N>/ and writes metrics/study/<A>-<N>/evaluate.json and
+plots/study/<A>-<N>/evaluate/ instead; only the main chain's classifier is registered in MLflow.
 A setting of the sweep (`--arm spt --seed N --weighting W --lambda L`, the study_sweep_evaluate
 stage) is run spt-W-lL-N likewise; compare reads its test scores only if it chose that setting on
 validation.
@@ -16,12 +16,12 @@ validation.
 As a floor (`--arm tfidf` or `--arm embeddings`, no seed: the study_floors stage) it trains
 no network: logistic regression on TF-IDF features of the texts, or on model.source's frozen
 mean-pooled embeddings, with C chosen on the validation split (study/floors.py), then scores
-the test split the same way and writes metrics/study/<V>/evaluate.json and plots/study/<V>/evaluate/.
+the test split the same way and writes metrics/study/<A>/evaluate.json and plots/study/<A>/evaluate/.
 Params: model, runtime, evaluate, floors. With model.source scratch there is no pretrained encoder to
 embed with, so the embeddings floor is skipped: its evaluate.json says why and its CSVs hold no rows.
 
-On the label-budget curve (`--arm V --seed N --n-per-class B`: study_budget_evaluate,
-study_budget_evaluate_matched, study_budget_floors) run V-nB-N is scored on the same test split; a floor
+On the label-budget curve (`--arm A --seed N --labels-per-class B`: study_budget_evaluate,
+study_budget_evaluate_matched, study_budget_floors) run A-nB-N is scored on the same test split; a floor
 fits on data/budgets/nB-N's labels and chooses C on its validation split.
 """
 

@@ -16,9 +16,9 @@ pretraining spent are added to their finetuning budget.
 As a setting of the sweep (`--arm spt --seed N --weighting W --lambda L`, the study_sweep_finetune
 stage) it finetunes models/study/spt-W-lL-N/pretrain_sup and writes under spt-W-lL-N likewise;
 metrics/study/spt-W-lL-N/finetune.json holds the best validation macro-F1 that compare chooses by.
-As a run of the label-budget curve (`--arm V --seed N --n-per-class B`: study_budget_finetune,
+As a run of the label-budget curve (`--arm A --seed N --labels-per-class B`: study_budget_finetune,
 study_budget_baseline, study_budget_matched) it trains on data/budgets/nB-N's labels and validates on its
-validation split, starting from models/study/V-nB-N/pretrain_sup for spt and tapt, and writes under V-nB-N.
+validation split, starting from models/study/A-nB-N/pretrain_sup for spt and tapt, and writes under A-nB-N.
 
 The classifier head trained in pretrain_sup is carried over when its label map matches and it was
 trained (lambda > 0 at some step); from pretrain_unsup it starts fresh. Batches are padded

@@ -14,7 +14,7 @@ from the rest. With prepare.n_per_class (few-shot) only that many training label
 kept and the other train texts stay in the masked-LM corpus as unlabeled text; prepare.true_few_shot
 caps validation to the same budget. Outputs appear only when complete.
 
-As a budget of the label-budget curve (`--n-per-class N --seed S`, the study_budget_prepare stage,
+As a budget of the label-budget curve (`--labels-per-class N --seed S`, the study_budget_prepare stage,
 study.labels_per_class x study.seeds) it reads data/processed and writes data/budgets/nN-S/: N training
 labels per class drawn with seed S from the prepared train split (validation capped alike with
 study.cap_validation), the other train rows as the split "unlabeled" (pretrain_sup's masked-LM text;

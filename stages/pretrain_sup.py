@@ -19,7 +19,7 @@ pretraining), the arm that separates what the labels add from what more masked-L
 As a setting of the sweep (`--arm spt --seed N --weighting W --lambda L`, the study_sweep_pretrain
 stage) it is the spt arm's run with pretrain_sup.weighting and pretrain_sup.lambda replaced by W and L,
 everything else equal, and writes to models/study/spt-W-lL-N/pretrain_sup/ (metrics and plots alike).
-As a run of the label-budget curve (`--arm spt|tapt --seed N --n-per-class B`, study_budget_pretrain)
+As a run of the label-budget curve (`--arm spt|tapt --seed N --labels-per-class B`, study_budget_pretrain)
 it trains on the task's train texts as the full set's run does, but only data/budgets/nB-N's B per class
 carry their labels: they make up study.labeled_share of the examples (cycled), the other train texts the
 rest, masked-LM only (task_mixture); it writes to models/study/<arm>-nB-N/pretrain_sup/.

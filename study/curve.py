@@ -29,7 +29,7 @@ def labels_dir(labels_per_class: int, seed: int) -> Path:
 
 
 def positive_int(text: str) -> int:
-    """``--n-per-class``: a whole number of labels, at least 1."""
+    """``--labels-per-class``: a whole number of labels, at least 1."""
     if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"'{text}' is not a positive whole number")
     return int(text)

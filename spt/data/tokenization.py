@@ -225,6 +225,6 @@ def load_labeled(labeled: Path | None = None) -> dict[str, datasets.Dataset]:
             from spt.errors import DataError
 
             raise DataError(f"{labeled} is missing: prepare draws these labels (`python -m stages.prepare "
-                            "--n-per-class N --seed S`, a stage of the labels-per-class curve); run `dvc repro`")
+                            "--labels-per-class N --seed S`, a stage of the labels-per-class curve); run `dvc repro`")
         splits.update(datasets.load_from_disk(str(labeled)))
     return splits

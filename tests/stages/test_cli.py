@@ -55,7 +55,7 @@ def test_every_matrix_stage_passes_its_items_to_its_module():
         elif "weighting" in spec["matrix"]:
             assert flags.startswith("--arm spt --seed ${item.seed}"), stage
         else:
-            assert (module, flags) == ("prepare", "--n-per-class ${item.n} --seed ${item.seed}"), stage
+            assert (module, flags) == ("prepare", "--labels-per-class ${item.n} --seed ${item.seed}"), stage
         assert all(f"${{item.{axis}}}" in flags for axis in spec["matrix"]), stage
 
 

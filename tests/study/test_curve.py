@@ -55,17 +55,17 @@ def test_a_budget_run_gets_its_budget_and_its_stage_params(monkeypatch):
     seen = []
     monkeypatch.setenv("DVC_STAGE", "study_budget_baseline@baseline-8-3")
     run_stage("doc", lambda params, run: seen.append((run, params.finetune.max_steps)),
-              "finetune", ["--arm", "baseline", "--seed", "3", "--n-per-class", "8"], study=True)
+              "finetune", ["--arm", "baseline", "--seed", "3", "--labels-per-class", "8"], study=True)
     monkeypatch.setenv("DVC_STAGE", "study_budget_floors@tfidf-8-3")
     run_stage("doc", lambda params, run: seen.append((run, params.floors.c_grid)),
-              "evaluate", ["--arm", "tfidf", "--seed", "3", "--n-per-class", "8"], study=True)  # a floor: seeded
+              "evaluate", ["--arm", "tfidf", "--seed", "3", "--labels-per-class", "8"], study=True)  # a floor: seeded
     assert seen == [(Run("baseline", 3, labels_per_class=8), load_params().finetune.max_steps),
                     (Run("tfidf", 3, labels_per_class=8), load_params().floors.c_grid)]
     drawn = []
     monkeypatch.setenv("DVC_STAGE", "study_budget_prepare@8-3")
     run_stage("doc", lambda params, labels_per_class, seed: drawn.append((labels_per_class, seed,
                                                                          params.study.cap_validation)),
-              "prepare", ["--n-per-class", "8", "--seed", "3"], draws_labels=True)
+              "prepare", ["--labels-per-class", "8", "--seed", "3"], draws_labels=True)
     assert drawn == [(8, 3, False)]
     view = stage_params(load_params(), "prepare")
     with pytest.raises(AttributeError, match="study_budget_prepare"):  # it reads study.cap_validation alone
@@ -73,12 +73,12 @@ def test_a_budget_run_gets_its_budget_and_its_stage_params(monkeypatch):
 
 
 @pytest.mark.parametrize("module, argv, draws_labels", [
-    ("finetune", ["--n-per-class", "8"], False),  # no arm
-    ("finetune", ["--arm", "spt", "--n-per-class", "8"], False),  # no seed
-    ("finetune", ["--arm", "spt", "--seed", "1", "--n-per-class", "0"], False),
-    ("finetune", ["--arm", "spt", "--seed", "1", "--n-per-class", "8", "--weighting", "fixed", "--lambda", "2"],
+    ("finetune", ["--labels-per-class", "8"], False),  # no arm
+    ("finetune", ["--arm", "spt", "--labels-per-class", "8"], False),  # no seed
+    ("finetune", ["--arm", "spt", "--seed", "1", "--labels-per-class", "0"], False),
+    ("finetune", ["--arm", "spt", "--seed", "1", "--labels-per-class", "8", "--weighting", "fixed", "--lambda", "2"],
      False),  # the sweep does not run per budget
-    ("prepare", ["--n-per-class", "8"], True),  # no seed
+    ("prepare", ["--labels-per-class", "8"], True),  # no seed
     ("prepare", ["--seed", "8"], True),
 ])
 def test_bad_budget_flags_stop_with_usage(module, argv, draws_labels, capsys):
@@ -96,7 +96,7 @@ def test_help_names_the_budget_flag():
         result = subprocess.run([sys.executable, "-m", f"stages.{module}", "--help"], cwd=REPO, capture_output=True,
                                 text=True, check=True)
         text = " ".join(re.sub(r"-\n\s+", "-", result.stdout).split())  # as one line: argparse wraps at hyphens
-        assert "--n-per-class N" in text and "labels-per-class curve" in text
+        assert "--labels-per-class N" in text and "labels-per-class curve" in text
 
 
 # --- drawing the labels, and the mixture pretrain_sup trains on

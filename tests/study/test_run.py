@@ -213,7 +213,7 @@ def test_budget_stages_match_the_run():
     assert labels == "data/budgets/n${item.n}-${item.seed}"
     prepare = stages["study_budget_prepare"]
     assert prepare["matrix"] == {"n": "${study.labels_per_class}", "seed": "${study.seeds}"}
-    assert prepare["cmd"] == "python -m stages.prepare --n-per-class ${item.n} --seed ${item.seed}"
+    assert prepare["cmd"] == "python -m stages.prepare --labels-per-class ${item.n} --seed ${item.seed}"
     assert prepare["outs"] == [labels] and str(paths.PROCESSED) in prepare["deps"]
     assert prepare["params"] == ["study.cap_validation"]  # it reads nothing else (tests/stages/test_cli.py)
     run = Run("${item.arm}", "${item.seed}", labels_per_class="${item.n}")
@@ -222,7 +222,7 @@ def test_budget_stages_match_the_run():
     for stage, module in BUDGET.items():
         spec = stages[stage]
         assert spec["cmd"] == (f"{stage_command(module)} --arm ${{item.arm}} "
-                               "--seed ${item.seed} --n-per-class ${item.n}")
+                               "--seed ${item.seed} --labels-per-class ${item.n}")
         assert list(spec["matrix"]) == ["arm", "n", "seed"]
         assert (spec["matrix"]["n"], spec["matrix"]["seed"]) == ("${study.labels_per_class}", "${study.seeds}")
         # its twin: the study's stage of that module and those arms; the same params (a point of the curve changes
