@@ -57,8 +57,9 @@ repro-check: setup
 lock-check: setup
 	$(BIN)/python -m tools.lock_check
 
+# Prints the address that opens the runs on the Model-training side (tools/ui.py), then serves the UI.
 ui: setup
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/python -m tools.ui
 
 clean:
 	rm -rf $(VENV) $(LOCK_VENV) .pytest_cache *.egg-info
