@@ -311,14 +311,14 @@ class PretrainSupConfig(TrainingConfig):
 class FinetuneConfig(TrainingConfig):
     """Sequence-classification finetuning."""
 
-    max_steps: PositiveInt | None = 40
+    max_steps: PositiveInt | None = 250
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
-    save_steps: PositiveInt = Field(20, description="checkpoint and validation interval (validated at step 0 too)")
+    save_steps: PositiveInt = Field(25, description="checkpoint and validation interval (validated at step 0 too)")
     init_from: Literal["pretrain_sup", "pretrain_unsup"] = Field(
         "pretrain_sup", description="the checkpoint finetuning starts from: pretrain_sup (SPT, its classifier head "
         "carried over) or pretrain_unsup (the standard recipe)")
     early_stopping_patience: PositiveInt | None = Field(
-        4, description="evaluations without macro-F1 improvement before stopping; null disables"
+        3, description="evaluations without macro-F1 improvement before stopping; null disables"
     )
 
 
@@ -366,10 +366,14 @@ class StudyConfig(Section):
     bootstrap_samples: Annotated[int, Field(ge=100)] = Field(
         2000, description="paired-bootstrap draws of the test examples behind the 95% intervals: the macro-F1 test "
         "noise all seeds share, and the labels-per-class curve's intervals (study/stats.py)")
+    pretrained_controls: list[Literal["tapt"]] = Field(
+        default_factory=list,
+        description="[tapt]: the control with SPT's pretraining budget and no labels (masked-LM on the same texts, "
+        "then finetune); a list because dvc.yaml's matrix runs over it. spt and baseline always run")
     matched_baselines: list[Literal["baseline_matched", "baseline_flops"]] = Field(
-        default_factory=lambda: ["baseline_flops"],
+        default_factory=list,
         description="the standard recipe given SPT's pretraining compute, in examples (baseline_matched) and/or "
-        "in FLOPs (baseline_flops); spt, tapt and baseline always run")
+        "in FLOPs (baseline_flops); spt and baseline always run")
 
     weightings: list[Weighting] = Field(
         default_factory=list,
@@ -393,7 +397,7 @@ class StudyConfig(Section):
         0.5, description="the label-budget curve: share of pretrain_sup's examples (spt and tapt alike) that are the "
         "budget's labeled texts, cycled; the rest are the other train texts without their labels (1: labeled only)")
 
-    _distinct = field_validator("seeds", "matched_baselines", "weightings", "lambdas",
+    _distinct = field_validator("seeds", "pretrained_controls", "matched_baselines", "weightings", "lambdas",
                                 "labels_per_class")(distinct_values)
 
     @field_validator("labels_per_class", mode="before")

@@ -120,7 +120,7 @@ def main(params) -> None:
     study = params.study
     with tracked_run(STAGE, params) as tracker:
         # 1. which runs are each arm's; with a sweep, choose spt's setting on validation before any test output
-        arm_runs = {arm: [Run(arm, seed).name for seed in study.seeds] for arm in study_arms(study.matched_baselines)}
+        arm_runs = {arm: [Run(arm, seed).name for seed in study.seeds] for arm in study_arms(study)}
         selection = None
         candidates = sweep_candidates(study, params.pretrain_sup)
         if candidates:

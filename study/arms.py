@@ -22,14 +22,17 @@ PRETRAINED_ARMS = ("spt", "tapt")
 BASELINE_ARMS = ("baseline", "baseline_matched", "baseline_flops")
 ARMS = PRETRAINED_ARMS + BASELINE_ARMS
 MATCHED_ARMS = BASELINE_ARMS[1:]  # optional: study.matched_baselines lists the ones that run
+CONTROL_ARMS = ("tapt", *MATCHED_ARMS)  # optional (study.pretrained_controls, study.matched_baselines)
 FLOOR_ARMS = ("tfidf", "embeddings")
 # the arms each stage module runs as (``--arm``)
 ARMS_OF = {"pretrain_sup": PRETRAINED_ARMS, "finetune": ARMS, "evaluate": ARMS + FLOOR_ARMS}
 
 
-def study_arms(matched_baselines: list[str]) -> list[str]:
-    """The arms a study runs, in report order: spt, tapt, baseline, then ``study.matched_baselines``."""
-    return [*PRETRAINED_ARMS, "baseline", *(arm for arm in MATCHED_ARMS if arm in matched_baselines)]
+def study_arms(study) -> list[str]:
+    """The arms a study runs, in report order: spt, tapt (when ``study.pretrained_controls`` lists it), baseline,
+    then ``study.matched_baselines``."""
+    return ["spt", *study.pretrained_controls, "baseline",
+            *(arm for arm in MATCHED_ARMS if arm in study.matched_baselines)]
 
 
 # The pretrain_sup keys tapt reads (dvc.yaml's study_tapt declares exactly these): at lambda = 0 the loss is L_mlm

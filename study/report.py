@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from spt import paths
-from study.arms import PRETRAINED_ARMS
+from study.arms import CONTROL_ARMS, PRETRAINED_ARMS
 from study.curve import budget_report
 from study.summary import ALPHA, shown
 from study.sweep import chosen_line, selection_report
@@ -46,6 +46,23 @@ def fairness(summary: dict) -> list[str]:
                      "that arm did not learn (e.g. it predicts the majority class), and a difference with it measures "
                      "the budget, not the recipe; raise finetune.max_steps.")
     return lines
+
+
+def controls_missing(summary: dict) -> list[str]:
+    """The paragraph naming the controls that did not run, and what a difference with the baseline cannot rule out
+    without them."""
+    missing = [arm for arm in CONTROL_ARMS if arm not in summary["arms"]]
+    if not missing:
+        return []
+    why = []
+    if "tapt" in missing:
+        why.append("without tapt (study.pretrained_controls) a difference from the baseline may come from SPT's extra "
+                   "masked-LM pretraining rather than from its labels")
+    if "baseline_flops" in missing and "baseline_matched" in missing:
+        why.append("without a matched baseline (study.matched_baselines) it may come from SPT's extra compute")
+    because = "; ".join(why)
+    because = f"{because[:1].upper()}{because[1:]}. " if because else ""
+    return [f"Controls not run: {', '.join(missing)}. {because}The full study adds them (docs/study.md).", ""]
 
 
 def _compared(summary: dict) -> dict[str, str]:
@@ -194,6 +211,7 @@ def report(summary: dict) -> str:
                   "split happens to hold), not how a recipe varies from one training seed to another, so no difference "
                   "is claimed and nothing is recommended: this run checks the pipeline, it does not compare recipes. "
                   "Run at least 3 seeds (study.seeds).", ""]
+    lines += controls_missing(summary)
     every = summary.get("validation_every")
     lines += [f"Test set: {summary['test_examples']} examples; seeds: {', '.join(map(str, seeds))} (a seed varies "
               f"{', '.join(summary['varied_by_seed'])}; {' and '.join(summary['shared_by_all_seeds'])} are shared). "

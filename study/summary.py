@@ -13,7 +13,8 @@ from study.stats import holm, seed_mean, spread
 VERDICT_LEVEL = 0.95
 ALPHA = 1 - VERDICT_LEVEL
 METRICS = ("accuracy", "macro_f1")
-VARIED_BY_SEED = ["study_pretrain", "study_tapt", "study_finetune", "study_baseline", "study_matched"]
+VARIED_BY_SEED = ["study_pretrain", "study_tapt", "study_finetune", "study_tapt_finetune", "study_baseline",
+                  "study_matched"]
 SHARED = ["prepare", "pretrain_unsup"]
 FAMILY = "SPT − each other arm and floor, in accuracy and in macro-F1"
 

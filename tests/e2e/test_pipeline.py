@@ -20,9 +20,10 @@ pytestmark = pytest.mark.e2e
 
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 ARMS = ["spt", "tapt", "baseline", "baseline_matched", "baseline_flops"]
-STUDY = ["study_pretrain@spt-7", "study_tapt@tapt-7", "study_finetune@spt-7", "study_finetune@tapt-7",
+STUDY = ["study_pretrain@spt-7", "study_tapt@tapt-7", "study_finetune@spt-7", "study_tapt_finetune@tapt-7",
          "study_baseline@baseline-7", "study_matched@baseline_matched-7", "study_matched@baseline_flops-7",
-         *[f"study_evaluate@{arm}-7" for arm in ARMS[:3]], *[f"study_evaluate_matched@{arm}-7" for arm in ARMS[3:]],
+         "study_evaluate@spt-7", "study_tapt_evaluate@tapt-7", "study_evaluate@baseline-7",
+         *[f"study_evaluate_matched@{arm}-7" for arm in ARMS[3:]],
          "study_floors@tfidf", "study_floors@embeddings", "compare"]
 
 
@@ -155,8 +156,8 @@ def test_changing_lambda_reruns_only_the_stages_after_it(own_repo):
     # SPT's chain and what is matched to it run again; nothing that does not read lambda or SPT's output
     assert {"pretrain_sup", "finetune", "evaluate", "study_matched@baseline_matched-7",
             "study_matched@baseline_flops-7", "compare"} <= set(ran)
-    assert not set(ran) & {"prepare", "pretrain_unsup", "study_baseline@baseline-7", "study_finetune@tapt-7",
-                           "study_evaluate@tapt-7", "study_evaluate@baseline-7", "study_floors@tfidf"}
+    assert not set(ran) & {"prepare", "pretrain_unsup", "study_baseline@baseline-7", "study_tapt_finetune@tapt-7",
+                           "study_tapt_evaluate@tapt-7", "study_evaluate@baseline-7", "study_floors@tfidf"}
     # tapt's pretraining reads the pretrain_sup section (its budget) with lambda forced to 0: if DVC runs
     # it again it writes the same bytes, so tapt's finetuning never reruns
     assert "up to date" in run_command(own_repo, "dvc", "status").stdout
@@ -270,8 +271,9 @@ def test_a_label_budget_curve_trains_every_arm_per_budget(own_repo):
     ran = ran_stages(run_command(own_repo, "dvc", "repro").stdout)
     budget = [f"study_budget_prepare@{n}-7" for n in (3, 6)] + [
         f"{stage}@{arm}-{n}-7" for n in (3, 6) for stage, arms in (
-            ("study_budget_pretrain", ["spt"]), ("study_budget_tapt", ["tapt"]), ("study_budget_finetune", ARMS[:2]),
-            ("study_budget_baseline", ARMS[2:3]), ("study_budget_evaluate", ARMS[:3]),
+            ("study_budget_pretrain", ["spt"]), ("study_budget_tapt", ["tapt"]), ("study_budget_finetune", ["spt"]),
+            ("study_budget_tapt_finetune", ["tapt"]), ("study_budget_baseline", ["baseline"]),
+            ("study_budget_evaluate", ["spt", "baseline"]), ("study_budget_tapt_evaluate", ["tapt"]),
             ("study_budget_floors", ["tfidf", "embeddings"]))
         for arm in arms]
     assert sorted(ran) == sorted([*budget, "compare"])

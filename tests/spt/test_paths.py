@@ -15,11 +15,12 @@ from tests.support import REPO, stage_command, stage_module
 STAGES = ["prepare", "pretrain_unsup", "pretrain_sup", "finetune", "evaluate"]
 # The study's stages, in dvc.yaml's order: one matrix stage per module and arm group, the sweep, the floors,
 # the labels-per-class curve
-STUDY = ["study_pretrain", "study_tapt", "study_finetune", "study_baseline", "study_matched", "study_evaluate",
-         "study_evaluate_matched", "study_sweep_pretrain", "study_sweep_finetune", "study_sweep_evaluate",
-         "study_floors", "study_budget_prepare", "study_budget_pretrain", "study_budget_tapt", "study_budget_finetune",
-         "study_budget_baseline", "study_budget_matched", "study_budget_evaluate", "study_budget_evaluate_matched",
-         "study_budget_floors"]
+STUDY = ["study_pretrain", "study_tapt", "study_finetune", "study_tapt_finetune", "study_baseline", "study_matched",
+         "study_evaluate", "study_tapt_evaluate", "study_evaluate_matched", "study_sweep_pretrain",
+         "study_sweep_finetune", "study_sweep_evaluate", "study_floors", "study_budget_prepare",
+         "study_budget_pretrain", "study_budget_tapt", "study_budget_finetune", "study_budget_tapt_finetune",
+         "study_budget_baseline", "study_budget_matched", "study_budget_evaluate", "study_budget_tapt_evaluate",
+         "study_budget_evaluate_matched", "study_budget_floors"]
 # The code every stage runs besides its own module (dvc.yaml deps): the shared command line and the packages; a
 # training stage also runs stages/launch.py, which starts it under runtime.launch
 CODE = ["stages/cli.py", "spt", "study"]

@@ -46,7 +46,7 @@ def test_every_matrix_stage_passes_its_items_to_its_module():
     the point of the curve to draw; every axis of the matrix reaches the command, or two instances would run the
     same command."""
     matrix_stages = {stage: spec for stage, spec in dvc_stages().items() if "matrix" in spec}
-    assert len(matrix_stages) == 20
+    assert len(matrix_stages) == 24
     for stage, spec in matrix_stages.items():
         module = stage_module(spec["cmd"])
         flags = spec["cmd"].removeprefix(f"{stage_command(module)} ")

@@ -69,16 +69,22 @@ def test_compare_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
-@pytest.mark.parametrize("matched", [[], ["baseline_flops"], ["baseline_matched", "baseline_flops"]])
-def test_the_report_covers_the_arms_that_ran(matched):
-    arms = study_arms(matched)
-    assert arms == ["spt", "tapt", "baseline", *matched]
+@pytest.mark.parametrize(("tapt", "matched"), [([], []), (["tapt"], []), ([], ["baseline_flops"]),
+                                               (["tapt"], ["baseline_matched", "baseline_flops"])])
+def test_the_report_covers_the_arms_that_ran(tapt, matched):
+    arms = study_arms(SimpleNamespace(pretrained_controls=tapt, matched_baselines=matched))
+    assert arms == ["spt", *tapt, "baseline", *matched]
     summary = summarize({arm: [run(80)] for arm in arms}, [1], STUDY, 0)
     assert list(summary["arms"]) == arms
     assert sorted(summary["differences"]) == sorted(f"spt_minus_{arm}" for arm in arms[1:])
     text = report(summary)
-    for arm in {"baseline_matched", "baseline_flops"} - set(matched):
+    missing = [arm for arm in ("tapt", "baseline_matched", "baseline_flops") if arm not in arms]
+    for arm in missing:
         assert f"| {arm} |" not in text
+    # the controls that did not run are named, with what their absence leaves open
+    assert (f"Controls not run: {', '.join(missing)}." in text) == bool(missing)
+    assert ("extra masked-LM pretraining rather than from its labels" in text) == ("tapt" in missing)
+    assert ("SPT's extra compute" in text) == (not matched)
 
 
 def test_an_arm_that_did_not_learn_is_flagged():

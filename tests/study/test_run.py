@@ -9,21 +9,22 @@ import yaml
 
 from spt import paths
 from spt.config import WEIGHTINGS, PretrainSupConfig
-from study.arms import ARMS, ARMS_OF, FLOOR_ARMS, MATCHED_ARMS, PRETRAINED_ARMS, TAPT_FIXED, TAPT_KEYS
+from study.arms import ARMS, ARMS_OF, FLOOR_ARMS, MATCHED_ARMS, TAPT_FIXED, TAPT_KEYS
 from study.curve import labels_dir
 from study.run import Run, name_of, study_tags, twins
 from study.sweep import Setting
 from tests.support import REPO, stage_command, stage_module
 
 STUDY = {"study_pretrain": "pretrain_sup", "study_tapt": "pretrain_sup", "study_finetune": "finetune",
-         "study_baseline": "finetune", "study_matched": "finetune", "study_evaluate": "evaluate",
-         "study_evaluate_matched": "evaluate"}  # -> module
+         "study_tapt_finetune": "finetune", "study_baseline": "finetune", "study_matched": "finetune",
+         "study_evaluate": "evaluate", "study_tapt_evaluate": "evaluate", "study_evaluate_matched": "evaluate"}
 SWEEP = {"study_sweep_pretrain": "pretrain_sup", "study_sweep_finetune": "finetune",
          "study_sweep_evaluate": "evaluate"}  # the spt arm with another weighting and lambda -> module
 FLOORS = "study_floors"  # evaluate --arm tfidf|embeddings: no seed
 BUDGET = {"study_budget_pretrain": "pretrain_sup", "study_budget_tapt": "pretrain_sup",
-          "study_budget_finetune": "finetune",
+          "study_budget_finetune": "finetune", "study_budget_tapt_finetune": "finetune",
           "study_budget_baseline": "finetune", "study_budget_matched": "finetune", "study_budget_evaluate": "evaluate",
+          "study_budget_tapt_evaluate": "evaluate",
           "study_budget_evaluate_matched": "evaluate", "study_budget_floors": "evaluate"}  # the labels-per-class curve
 
 
@@ -40,7 +41,8 @@ def arms(spec) -> list[str]:
     listed = spec["matrix"]["arm"]
     if isinstance(listed, list):
         return listed
-    return {"${study.matched_baselines}": list(MATCHED_ARMS), "${floors.arms}": list(FLOOR_ARMS)}[listed]
+    return {"${study.pretrained_controls}": ["tapt"], "${study.matched_baselines}": list(MATCHED_ARMS),
+            "${floors.arms}": list(FLOOR_ARMS)}[listed]
 
 
 def names(entries):
@@ -122,13 +124,18 @@ def test_every_study_stage_runs_its_module_as_an_arm():
         assert spec["cmd"] == f"{stage_command(module)} --arm ${{item.arm}} --seed ${{item.seed}}"
         assert spec["matrix"]["seed"] == "${study.seeds}"
     # every arm is finetuned by exactly one matrix stage and evaluated
-    finetuned = [arm for stage in ("study_finetune", "study_baseline", "study_matched") for arm in arms(stages[stage])]
+    finetuned = [arm for stage in ("study_finetune", "study_tapt_finetune", "study_baseline", "study_matched")
+                 for arm in arms(stages[stage])]
     assert sorted(finetuned) == sorted(ARMS)
-    assert stages["study_evaluate"]["matrix"]["arm"] == [*PRETRAINED_ARMS, "baseline"]
+    evaluated = [arm for stage in ("study_evaluate", "study_tapt_evaluate", "study_evaluate_matched")
+                 for arm in arms(stages[stage])]
+    assert sorted(evaluated) == sorted(ARMS)
+    assert stages["study_evaluate"]["matrix"]["arm"] == ["spt", "baseline"]  # always run
     for stage in ("study_matched", "study_evaluate_matched"):  # params.yaml lists which run
         assert stages[stage]["matrix"]["arm"] == "${study.matched_baselines}"
+    for stage in ("study_tapt", "study_tapt_finetune", "study_tapt_evaluate"):
+        assert stages[stage]["matrix"]["arm"] == "${study.pretrained_controls}"
     assert stages["study_pretrain"]["matrix"]["arm"] == ["spt"]
-    assert stages["study_tapt"]["matrix"]["arm"] == ["tapt"]
     # the floors: one run each, no seed
     assert stages[FLOORS]["cmd"] == "python -m stages.evaluate --arm ${item.arm}"
     assert stages[FLOORS]["matrix"] == {"arm": "${floors.arms}"}  # params.yaml lists which run
@@ -234,7 +241,7 @@ def test_budget_stages_match_the_run():
         kinds = ([paths.model_dir, paths.checkpoint_dir, paths.plots_dir, paths.metrics_file] if module != "evaluate"
                  else [paths.plots_dir, paths.metrics_file])
         assert names(spec["outs"]) == [str(kind(module, run.name)) for kind in kinds]
-        assert (labels in spec["deps"]) == (stage not in ("study_budget_evaluate", "study_budget_evaluate_matched"))
+        assert (labels in spec["deps"]) == (module != "evaluate" or stage == "study_budget_floors")
     assert str(paths.model_dir("pretrain_sup", run.name)) in stages["study_budget_finetune"]["deps"]
     assert str(paths.metrics_file("pretrain_sup", run.with_arm("spt").name)) in stages["study_budget_matched"]["deps"]
     assert str(paths.model_dir("finetune", run.name)) in stages["study_budget_evaluate"]["deps"]

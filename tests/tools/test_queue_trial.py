@@ -27,7 +27,8 @@ def test_every_arm_and_seed_command_of_dvc_yaml_is_read_as_its_study_run():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     commands = [spec["cmd"].replace("${item.arm}", "spt").replace("${item.seed}", "7")
                 for spec in stages.values() if list(spec.get("matrix", {})) == ["arm", "seed"]]
-    assert len(commands) == 7  # pretrain, tapt, finetune, baseline, matched, evaluate, evaluate_matched
+    # pretrain, tapt, finetune, tapt_finetune, baseline, matched, evaluate, tapt_evaluate, evaluate_matched
+    assert len(commands) == 9
     for command in commands:
         log = f"Running stage 'x':\n> {command}\n"
         [ran] = RAN.findall(log)
