@@ -400,6 +400,14 @@ class StudyConfig(Section):
     _distinct = field_validator("seeds", "pretrained_controls", "matched_baselines", "weightings", "lambdas",
                                 "labels_per_class")(distinct_values)
 
+    @field_validator("pretrained_controls", mode="before")
+    @classmethod
+    def _controls_list(cls, values: Any) -> Any:
+        if isinstance(values, (str, bool)) or values is None:
+            raise ValueError("write [tapt] to run the tapt control, [] not to (a list, because dvc.yaml's matrix "
+                             "runs over it)")
+        return values
+
     @field_validator("labels_per_class", mode="before")
     @classmethod
     def _no_null_budget(cls, values: Any) -> Any:

@@ -74,6 +74,9 @@ def test_a_renamed_key_names_its_new_name(tmp_path, monkeypatch):
     ("pretrain_sup", {"lambda": 0.5, "lambda_min": 1.0, "lambda_schedule": "linear_decay"}, "must not exceed"),
     ("model", {"scratch": {"hidden_size": 30, "num_heads": 4}}, "divisible by num_heads"),
     ("floors", {"arms": ["tfidf", "bm25"]}, "floors.arms.1 = 'bm25': Input should be 'tfidf' or 'embeddings'"),
+    ("study", {"pretrained_controls": ["baseline"]}, "study.pretrained_controls.0 = 'baseline': Input should be"),
+    ("study", {"pretrained_controls": "tapt"}, "study.pretrained_controls = 'tapt': write [tapt] to run the tapt"),
+    ("study", {"pretrained_controls": True}, "study.pretrained_controls = True: write [tapt] to run the tapt"),
     ("floors", {"arms": ["tfidf", "tfidf"]}, "values must be distinct"),
 ])
 def test_cross_field_checks(tmp_path, monkeypatch, section, values, expected):
