@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 from spt.config import load_params
@@ -48,15 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     uri = tracking_uri(params.tracking)
-    if not uri.startswith("sqlite:") and "://" in uri:  # a tracking server: its own UI, nothing to start
+    if uri.startswith(("http://", "https://")):  # a tracking server: its own UI, nothing to start
         print(f"open {runs_address(uri, experiment_id(uri, params.tracking.experiment))}")
         return 0
     address = runs_address(f"http://{args.host}:{args.port}", experiment_id(uri, params.tracking.experiment))
     print(f"open {address}\n(the ?{MODEL_TRAINING} part opens the Model-training side, not GenAI)", flush=True)
     if args.print_only:
         return 0
-    mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
-    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)])
+    # this interpreter's (pinned) MLflow, not the first `mlflow` on PATH: a newer one would migrate the store
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+                              "--port", str(args.port)])
     return 0  # not reached
 
 

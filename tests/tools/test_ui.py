@@ -1,5 +1,7 @@
 """`make ui` (tools/ui.py) prints the address that opens the study's runs on MLflow's Model-training side."""
 
+import pytest
+
 from tools.ui import main, runs_address
 
 
@@ -28,3 +30,16 @@ def test_a_bad_params_file_is_one_message(tmp_path, capsys):
     params.write_text("data: {labeled: builtin:rotten_tomatoes}\ntracking: {experimnt: x}\n")
     assert main(["--params", str(params), "--print-only"]) == 2
     assert "tracking.experimnt: unknown key" in capsys.readouterr().err
+
+
+def test_a_tracking_server_is_pointed_at_not_started(tmp_path, monkeypatch, capsys):
+    """With tracking.uri a server, its own UI shows the runs: the address is printed and nothing is served here."""
+    from tools import ui
+
+    monkeypatch.setattr(ui, "experiment_id", lambda uri, name: "4")
+    monkeypatch.setattr(ui.os, "execv", lambda *args: pytest.fail("a server's UI is not started here"))
+    params = tmp_path / "params.yaml"
+    params.write_text("data: {labeled: builtin:rotten_tomatoes}\ntracking: {uri: 'http://mlflow.example:5000'}\n")
+    assert ui.main(["--params", str(params)]) == 0
+    assert "open http://mlflow.example:5000/#/experiments/4/runs?workflowType=machine_learning" in \
+        capsys.readouterr().out
