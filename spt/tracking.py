@@ -41,7 +41,7 @@ import yaml
 from spt import paths
 from spt.config import DeclaredParams, Params, TrackingConfig, section_dict
 from spt.errors import UserError
-from spt.outputs import is_disk_full
+from spt.outputs import is_disk_full, write_json
 
 log = logging.getLogger(__name__)
 PIPELINE_TAG = "pipeline_execution"
@@ -223,6 +223,11 @@ class Tracker:
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.guard("log_artifact", lambda: _mlflow().log_artifact(str(path), artifact_path))
+
+    def write_metrics(self, path: Path, data: dict[str, Any]) -> None:
+        """Write the stage's metrics file (a DVC output) and record its md5 (:meth:`wrote_metrics`)."""
+        write_json(path, data)
+        self.wrote_metrics(path)
 
     def wrote_metrics(self, path: Path) -> None:
         """Record the md5 of the metrics file this stage wrote (a DVC output): tools/mirror.py knows by it that this
@@ -491,11 +496,18 @@ def create_pipeline_run(experiment_id: str, params: Params, execution: str, tags
     parent = client.create_run(experiment_id, run_name=name, tags={
         PIPELINE_TAG: execution, "stage": "pipeline", "params_hash": params_hash(section_dict(params)),
         **git_state(), **_experiment_tag(), **(tags or {})})
-    flat = [mlflow.entities.Param(key, str(value)) for key, value in flatten(section_dict(params)).items()]
-    for start in range(0, len(flat), 100):  # MLflow takes at most 100 params a batch
-        client.log_batch(parent.info.run_id, params=flat[start:start + 100])
+    log_params_batched(client, parent.info.run_id, flatten(section_dict(params)))
     client.set_terminated(parent.info.run_id, end_time=parent.info.start_time)
     return parent.info.run_id
+
+
+def log_params_batched(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """Log ``params`` on a run through ``client``, in batches of 100 (MLflow's most per batch)."""
+    import mlflow
+
+    flat = [mlflow.entities.Param(key, str(value)) for key, value in params.items()]
+    for start in range(0, len(flat), 100):
+        client.log_batch(run_id, params=flat[start:start + 100])
 
 
 def _kind_unset(kind: str | None) -> bool:

@@ -54,7 +54,7 @@ from pathlib import Path
 
 from spt import paths
 from spt.errors import StudyError
-from spt.outputs import atomic_output, write_json
+from spt.outputs import atomic_output
 from stages.cli import run_stage
 
 STAGE = "compare"
@@ -145,8 +145,7 @@ def main(params) -> None:
             summary["selection"] = selection
             summary["varied_by_seed"] = [*VARIED_BY_SEED, "study_sweep_pretrain", "study_sweep_finetune"]
         # 4. write the outputs DVC tracks, then what MLflow shows
-        write_json(paths.metrics_file(STAGE), summary)
-        tracker.wrote_metrics(paths.metrics_file(STAGE))
+        tracker.write_metrics(paths.metrics_file(STAGE), summary)
         with atomic_output(paths.REPORT) as staging:
             staging.write_text(report(summary), encoding="utf-8")
         with atomic_output(FIGURE) as staging:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from spt import paths
-from spt.outputs import atomic_output, write_json
+from spt.outputs import atomic_output
 from stages.cli import run_stage
 
 STAGE = "evaluate"
@@ -116,8 +116,7 @@ def main(params, run=None) -> None:
         labels = np.asarray(test["label"])
         report = classification_report(labels, logits, label_names, params.evaluate.ece_bins)
         report["test_examples"] = len(test)
-        write_json(paths.metrics_file(STAGE, name), report)
-        tracker.wrote_metrics(paths.metrics_file(STAGE, name))
+        tracker.write_metrics(paths.metrics_file(STAGE, name), report)
         write_plots(report, labels, logits.argmax(axis=1), label_names, paths.plots_dir(STAGE, name))
         headline = {key: report[key] for key in ("accuracy", "macro_f1", "ece")}
         tracker.log_metrics(headline)
@@ -178,8 +177,7 @@ def evaluate_floor(params, run) -> None:
         label_names = paths.label_names()
         features, provenance = floor_features(params, floor, labeled)
         if features is None:
-            write_json(paths.metrics_file(STAGE, name), {"floor": floor, **provenance})
-            tracker.wrote_metrics(paths.metrics_file(STAGE, name))
+            tracker.write_metrics(paths.metrics_file(STAGE, name), {"floor": floor, **provenance})
             write_plots({"per_class": {}}, np.zeros(0, dtype=int), np.zeros(0, dtype=int), label_names,
                         paths.plots_dir(STAGE, name))
             tracker.set_tags({"skipped": provenance["skipped"]})
@@ -193,8 +191,7 @@ def evaluate_floor(params, run) -> None:
         report.update(floor=floor, c=fit.c, c_grid=list(grid), features=int(features["train"].shape[1]),
                       validation_macro_f1={f"{c:g}": score for c, score in fit.validation_macro_f1.items()},
                       **provenance)
-        write_json(paths.metrics_file(STAGE, name), report)
-        tracker.wrote_metrics(paths.metrics_file(STAGE, name))
+        tracker.write_metrics(paths.metrics_file(STAGE, name), report)
         write_plots(report, labels, fit.test_log_probabilities.argmax(axis=1), label_names,
                     paths.plots_dir(STAGE, name))
         tracker.log_metrics({**{key: report[key] for key in ("accuracy", "macro_f1", "ece")}, "c": fit.c})

@@ -241,8 +241,7 @@ def main(params, labels_per_class: int | None = None, seed: int | None = None) -
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
         write_json(paths.DATA_REPORT, report)
-        write_json(paths.metrics_file(STAGE), headline(report))
-        tracker.wrote_metrics(paths.metrics_file(STAGE))
+        tracker.write_metrics(paths.metrics_file(STAGE), headline(report))
         with atomic_output(paths.plots_dir(STAGE)) as staging:
             write_plots(report, staging)
         tracker.log_metrics({**headline(report), "corpus_tokens": report["corpus"]["tokens"]})

@@ -50,6 +50,7 @@ from spt.tracking import (
     flatten,
     git_state,
     log_classifier,
+    log_params_batched,
     outs_key,
     pipeline_execution_id,
     run_name,
@@ -258,19 +259,17 @@ def log_stage(client: Any, experiment_id: str, parent: str, stage: LockedStage, 
               register_as: str | None, git: dict[str, str]) -> None:
     """One run for ``stage`` under the pipeline run ``parent``, from its committed outputs; the key last, so a run
     cut short is logged again next time (and marked FAILED)."""
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric
 
     run = client.create_run(experiment_id, run_name=run_name(stage.module, stage.label),
                             tags={"mlflow.parentRunId": parent, **git, **stage.tags()})
     run_id = run.info.run_id
     try:
         now = int(time.time() * 1000)
-        params = [Param(key, str(value)) for key, value in stage.params.items()]
+        log_params_batched(client, run_id, stage.params)
         metrics = committed_metrics(stage, root)
         numbers = [Metric(key, float(value), now, 0) for key, value in metrics.items() if value is not None]
-        for start in range(0, len(params), 100):  # MLflow's limits per batch
-            client.log_batch(run_id, params=params[start:start + 100])
-        for start in range(0, len(numbers), 1000):
+        for start in range(0, len(numbers), 1000):  # MLflow's most metrics per batch
             client.log_batch(run_id, metrics=numbers[start:start + 1000])
         for path, folder in committed_artifacts(stage, root):
             client.log_artifact(run_id, str(path), folder)

@@ -72,8 +72,7 @@ def finish_training(run: TrainingRun, trainer: Any, tokenizer: Any, metrics: dic
                         {"stage": run.stage, **provenance, "fingerprint": run.fingerprint,
                          "data_sha256": run.inputs["data"]},
                         state_dict=weights)
-        write_json(paths.metrics_file(run.stage, run.study_run), metrics)
-        run.tracker.wrote_metrics(paths.metrics_file(run.stage, run.study_run))
+        run.tracker.write_metrics(paths.metrics_file(run.stage, run.study_run), metrics)
         run.history.write_plots(paths.plots_dir(run.stage, run.study_run), plots)
         run.history.log_figures(run.stage, plots)
         clear_checkpoints(run.checkpoints)
